@@ -1,0 +1,254 @@
+// The configuration schema: every key of the product contract (§3), with its
+// default, its environment variable and its command-line flag. convict
+// validates types and rejects unknown keys; the loader (./load.ts) decides
+// where values come from.
+import os from 'node:os';
+import path from 'node:path';
+
+/** `milter.maxConnections` -> `PER_USER_MILTER_MILTER_MAX_CONNECTIONS`. */
+export function envName(dottedKey: string): string {
+  return 'PER_USER_MILTER_' + dottedKey.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/\./g, '_').toUpperCase();
+}
+
+const strings = (allowed: readonly string[]) => allowed as string[];
+
+/** The schema without env/arg names; `withSources` adds them for every leaf. */
+const base = {
+  milter: {
+    listen: {
+      doc: 'Socket, in the MTA syntax: inet:PORT@HOST, inet6:PORT@HOST, unix:PATH or local:PATH',
+      format: 'listen-spec',
+      default: 'inet:8890@127.0.0.1',
+    },
+    socketMode: {
+      doc: 'Permissions (octal) of a unix socket',
+      format: 'file-mode',
+      default: '0660',
+    },
+    maxConnections: {
+      doc: 'Further connections are answered with a tempfail and closed',
+      format: 'positive-int',
+      default: 256,
+    },
+    progressInterval: {
+      doc: 'Send SMFIR_PROGRESS this often (ms) while filters run at end-of-message',
+      format: 'positive-int',
+      default: 5000,
+    },
+    maxMessageSize: {
+      doc: 'Larger messages (bytes) are not filtered: see policy.oversize',
+      format: 'positive-int',
+      default: 52428800,
+    },
+  },
+  spool: {
+    dir: {
+      doc: 'Where message bodies are spooled; created 0700; stale files removed at start',
+      format: 'absolute-path',
+      default: path.join(os.tmpdir(), 'per-user-milter'),
+    },
+  },
+  recipients: {
+    localMailers: {
+      doc: 'A recipient whose {rcpt_mailer} is one of these is local',
+      format: 'string-list',
+      default: ['local'],
+    },
+    localDomains: {
+      doc: 'A recipient in one of these domains is local',
+      format: 'string-list',
+      default: [] as string[],
+    },
+    delimiter: {
+      doc: 'Recipient extension delimiter(s): alice+lists@x is user alice',
+      format: String,
+      default: '+',
+    },
+    map: {
+      doc: 'Optional file of "address-or-localpart username" lines, checked first',
+      format: 'optional-path',
+      default: '',
+    },
+  },
+  users: {
+    passwdFile: {
+      doc: 'Empty: look users up through NSS; else a passwd(5)-format file',
+      format: 'optional-path',
+      default: '',
+    },
+    minUid: {
+      doc: 'Users below this uid never get a filter run (root never does)',
+      format: 'positive-int',
+      default: 1000,
+    },
+  },
+  filter: {
+    path: {
+      doc: "Where a user's filter lives; ~ is the user's home, %u the user name",
+      format: 'filter-path',
+      default: '~/.user-milter',
+    },
+    timeout: {
+      doc: 'After this (ms) the process group gets SIGTERM, then SIGKILL 2 s later',
+      format: 'positive-int',
+      default: 30000,
+    },
+    sandbox: {
+      doc: 'setpriv, bwrap, or none (tests and unprivileged runs only)',
+      format: strings(['setpriv', 'bwrap', 'none']),
+      default: 'setpriv',
+    },
+    limits: {
+      cpuSeconds: { doc: 'RLIMIT_CPU (seconds)', format: 'positive-int', default: 20 },
+      memoryBytes: { doc: 'RLIMIT_AS (bytes)', format: 'positive-int', default: 1073741824 },
+      processes: { doc: 'RLIMIT_NPROC', format: 'positive-int', default: 64 },
+      fileSizeBytes: { doc: 'RLIMIT_FSIZE (bytes)', format: 'positive-int', default: 104857600 },
+      outputBytes: { doc: 'stdout+stderr kept; the rest is read and dropped', format: 'positive-int', default: 65536 },
+    },
+    exitCodes: {
+      reject: { doc: 'Exit codes that mean reject', format: 'exit-code-list', default: [1] },
+      tempfail: { doc: 'Exit codes that mean tempfail', format: 'exit-code-list', default: [75] },
+    },
+    onError: {
+      doc: 'What a crashed, timed-out, unsafe or odd-exit filter counts as',
+      format: strings(['accept', 'tempfail']),
+      default: 'accept',
+    },
+    lineEndings: {
+      doc: 'Line endings of the message on the filter stdin',
+      format: strings(['lf', 'crlf']),
+      default: 'lf',
+    },
+  },
+  pool: {
+    threads: {
+      doc: 'piscina worker threads',
+      format: 'positive-int',
+      default: Math.max(1, os.availableParallelism()),
+    },
+    maxQueue: {
+      doc: 'Queued filter runs beyond this tempfail the message (4.3.2 busy)',
+      format: 'nat',
+      default: 1000,
+    },
+  },
+  policy: {
+    mixed: {
+      doc: 'When some accept and some reject: deliver, drop-rejecters or split',
+      format: strings(['deliver', 'drop-rejecters', 'split']),
+      default: 'deliver',
+    },
+    nonLocal: {
+      doc: 'Non-local recipients vote accept (accept) or have no say (ignore)',
+      format: strings(['accept', 'ignore']),
+      default: 'accept',
+    },
+    dryRun: {
+      doc: 'Compute, log and count verdicts but always accept',
+      format: Boolean,
+      default: false,
+    },
+    oversize: {
+      doc: 'Messages above milter.maxMessageSize: accept unfiltered, or reject (552 5.3.4)',
+      format: strings(['accept', 'reject']),
+      default: 'accept',
+    },
+    rejectReply: {
+      doc: 'Reply when the rejecting filters gave no text or different texts',
+      format: 'smtp-reply-5',
+      default: '550 5.7.1 Message rejected by its recipients',
+    },
+    tempfailReply: {
+      doc: 'Reply when the tempfailing filters gave no text or different texts',
+      format: 'smtp-reply-4',
+      default: '451 4.7.1 Message deferred by its recipients',
+    },
+  },
+  metrics: {
+    listen: {
+      doc: 'HOST:PORT of the Prometheus endpoint /metrics; empty disables',
+      format: 'metrics-listen',
+      default: '127.0.0.1:9464',
+    },
+    perUserLabels: {
+      doc: 'Add a user label to filter metrics (watch the cardinality)',
+      format: Boolean,
+      default: false,
+    },
+  },
+  log: {
+    level: {
+      doc: 'fatal, error, warn, info, debug or trace',
+      format: strings(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
+      default: 'info',
+    },
+    format: {
+      doc: 'text (one line per event) or json',
+      format: strings(['text', 'json']),
+      default: 'text',
+    },
+  },
+};
+
+type Leaf = { doc: string; format: unknown; default: unknown; env?: string; arg?: string };
+type Node = { [key: string]: Leaf | Node };
+
+function isLeaf(n: Leaf | Node): n is Leaf {
+  return Object.prototype.hasOwnProperty.call(n, 'default');
+}
+
+/** Every leaf key, dotted, in schema order. */
+export function leafKeys(node: Node = base as unknown as Node, prefix = ''): string[] {
+  const keys: string[] = [];
+  for (const [name, child] of Object.entries(node)) {
+    const dotted = prefix ? `${prefix}.${name}` : name;
+    if (isLeaf(child)) keys.push(dotted);
+    else keys.push(...leafKeys(child, dotted));
+  }
+  return keys;
+}
+
+function withSources(node: Node, prefix = ''): Node {
+  const out: Node = {};
+  for (const [name, child] of Object.entries(node)) {
+    const dotted = prefix ? `${prefix}.${name}` : name;
+    out[name] = isLeaf(child) ? { ...child, env: envName(dotted), arg: dotted } : withSources(child, dotted);
+  }
+  return out;
+}
+
+export const schema = withSources(base as unknown as Node);
+
+/** The validated configuration, as plain data. */
+export interface Config {
+  milter: {
+    listen: string;
+    socketMode: string;
+    maxConnections: number;
+    progressInterval: number;
+    maxMessageSize: number;
+  };
+  spool: { dir: string };
+  recipients: { localMailers: string[]; localDomains: string[]; delimiter: string; map: string };
+  users: { passwdFile: string; minUid: number };
+  filter: {
+    path: string;
+    timeout: number;
+    sandbox: 'setpriv' | 'bwrap' | 'none';
+    limits: { cpuSeconds: number; memoryBytes: number; processes: number; fileSizeBytes: number; outputBytes: number };
+    exitCodes: { reject: number[]; tempfail: number[] };
+    onError: 'accept' | 'tempfail';
+    lineEndings: 'lf' | 'crlf';
+  };
+  pool: { threads: number; maxQueue: number };
+  policy: {
+    mixed: 'deliver' | 'drop-rejecters' | 'split';
+    nonLocal: 'accept' | 'ignore';
+    dryRun: boolean;
+    oversize: 'accept' | 'reject';
+    rejectReply: string;
+    tempfailReply: string;
+  };
+  metrics: { listen: string; perUserLabels: boolean };
+  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'; format: 'text' | 'json' };
+}
