@@ -1,0 +1,4 @@
+// Verdict policy (contract §5): pure functions only.
+export * from './aggregate.js';
+export * from './reply.js';
+export * from './split.js';
