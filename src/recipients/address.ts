@@ -1,0 +1,63 @@
+// Envelope address parsing: the RCPT argument as the MTA sent it
+// (`<Alice+lists@Example.ORG>`), and the user name part of `{rcpt_addr}`.
+// Pure: no I/O.
+
+export interface ParsedAddress {
+  /** The address without angle brackets or source route, case kept: `Alice+lists@Example.ORG`. */
+  address: string;
+  /** Everything left of the rightmost `@` (the whole address if there is none), case kept. */
+  localPart: string;
+  /** Right of the rightmost `@`, without a trailing dot; '' if none. Case kept. */
+  domain: string;
+}
+
+/**
+ * Parses a RCPT argument: strips `<…>`, an RFC 5321 source route
+ * (`<@relay:user@dom>`) and surrounding white space.
+ */
+export function parseAddress(arg: string): ParsedAddress {
+  let a = arg.trim();
+  if (a.startsWith('<') && a.endsWith('>')) a = a.slice(1, -1).trim();
+  if (a.startsWith('@')) {
+    const colon = a.indexOf(':');
+    if (colon >= 0) a = a.slice(colon + 1);
+  }
+  const at = a.lastIndexOf('@');
+  if (at < 0) return { address: a, localPart: a, domain: '' };
+  return { address: a, localPart: a.slice(0, at), domain: a.slice(at + 1).replace(/\.$/, '') };
+}
+
+/**
+ * Splits a local part at the first of the delimiter characters (like
+ * Postfix's recipient_delimiter with several characters): `alice+lists` ->
+ * `alice`, `lists`. An empty delimiter never splits; a leading delimiter
+ * does not split either (`+foo` is a name, not an empty user).
+ */
+export function splitExtension(localPart: string, delimiter: string): { base: string; extension: string } {
+  if (delimiter === '') return { base: localPart, extension: '' };
+  for (let i = 1; i < localPart.length; i++) {
+    if (delimiter.includes(localPart[i] as string)) {
+      return { base: localPart.slice(0, i), extension: localPart.slice(i + 1) };
+    }
+  }
+  return { base: localPart, extension: '' };
+}
+
+/**
+ * The user part of a `{rcpt_addr}` macro: Postfix sends `user@domain`,
+ * Sendmail the bare local user after aliasing (maybe with a leading `\`,
+ * its "do not alias again" mark). `@domain` is stripped only if present.
+ */
+export function rcptAddrUser(rcptAddr: string): string {
+  const { localPart } = parseAddress(rcptAddr);
+  return localPart.startsWith('\\') ? localPart.slice(1) : localPart;
+}
+
+/**
+ * Whether a string may be looked up as a user name: no path or program
+ * deliveries (`/file`, `|cmd`, `:include:`), no control characters or
+ * white space, not empty.
+ */
+export function isPlausibleUserName(name: string): boolean {
+  return /^[a-z0-9_.][a-z0-9_.$-]*$/i.test(name) && name !== '.' && name !== '..';
+}

@@ -1,0 +1,153 @@
+// Is this RCPT a local user, and which one? (contract §3 `recipients.*`, §5)
+//
+// Order: the recipient map first; then local if `{rcpt_mailer}` is one of
+// `recipients.localMailers` or the domain is one of `recipients.localDomains`.
+// The user name comes from `{rcpt_addr}` when the MTA sent it (Postfix:
+// `user@domain` as given; Sendmail: the bare local user after its aliasing),
+// else from the RCPT argument; the extension is cut at the delimiter and the
+// name lower-cased. A name that does not resolve to an account at or above
+// `users.minUid` (never root) makes the recipient non-local.
+import type { UserAccount } from '../users/user.js';
+import { isPlausibleUserName, parseAddress, rcptAddrUser, splitExtension } from './address.js';
+import { RecipientMap } from './map.js';
+
+/** `recipients.*` of the configuration. */
+export interface RecipientSettings {
+  localMailers: readonly string[];
+  localDomains: readonly string[];
+  delimiter: string;
+  map: string;
+}
+
+/** What the classifier needs from the user resolver (src/users/resolve.ts). */
+export interface UserLookup {
+  lookup(name: string): Promise<UserAccount | null>;
+}
+
+/** One RCPT as the milter saw it. */
+export interface RcptInput {
+  /** argv[0] of SMFIC_RCPT exactly as sent, e.g. `<Alice+lists@Example.ORG>`. */
+  rcpt: string;
+  /** The `{rcpt_mailer}` macro, if sent. */
+  rcptMailer?: string | undefined;
+  /** The `{rcpt_addr}` macro, if sent. */
+  rcptAddr?: string | undefined;
+}
+
+export interface LocalRecipient {
+  kind: 'local';
+  user: UserAccount;
+  /** argv[0] exactly as the MTA sent it (what SMFIR_DELRCPT needs). */
+  rcpt: string;
+  /** The envelope address without brackets, case kept: the filter's RECIPIENT. */
+  address: string;
+  /** The whole local part, extension included, lower-cased (Postfix local(8) LOCAL). */
+  localPart: string;
+  /** The address extension, lower-cased; '' if none (EXTENSION). */
+  extension: string;
+  /** The domain, lower-cased; '' if none (DOMAIN). */
+  domain: string;
+}
+
+export interface NonLocalRecipient {
+  kind: 'nonlocal';
+  rcpt: string;
+  /** Why, for the debug log: `mailer smtp`, `no such user bob`, … */
+  reason: string;
+}
+
+export type Recipient = LocalRecipient | NonLocalRecipient;
+
+export interface ClassifierOptions {
+  recipients: RecipientSettings;
+  users: UserLookup;
+  /** `users.minUid`: accounts below it (and root, always) are not local. */
+  minUid: number;
+}
+
+export class RecipientClassifier {
+  private opts: ClassifierOptions;
+  private map: RecipientMap;
+
+  private constructor(opts: ClassifierOptions, map: RecipientMap) {
+    this.opts = opts;
+    this.map = map;
+  }
+
+  /** Builds a classifier, reading `recipients.map` if set (throws RecipientMapError). */
+  static async create(opts: ClassifierOptions): Promise<RecipientClassifier> {
+    return new RecipientClassifier(opts, await RecipientMap.load(opts.recipients.map));
+  }
+
+  /**
+   * Re-reads the map and takes the new settings (SIGHUP). On error (throws
+   * RecipientMapError) the previous map and settings stay in force.
+   */
+  async reload(opts: ClassifierOptions): Promise<void> {
+    this.map = await RecipientMap.load(opts.recipients.map);
+    this.opts = opts;
+  }
+
+  async classify(input: RcptInput): Promise<Recipient> {
+    const { rcpt } = input;
+    const { recipients: settings, users, minUid } = this.opts;
+    const parsed = parseAddress(rcpt);
+    if (parsed.address === '') return nonLocal(rcpt, 'empty address');
+    const domain = parsed.domain.toLowerCase();
+    const argSplit = splitExtension(parsed.localPart, settings.delimiter);
+
+    const mailer = input.rcptMailer;
+    const byMailer = mailer !== undefined && mailer !== '' && settings.localMailers.includes(mailer);
+    const byDomain = domain !== '' && settings.localDomains.some((d) => d.toLowerCase() === domain);
+    const localByRoute = byMailer || byDomain || domain === '';
+
+    // Whole-address keys always apply; bare local-part keys only to an
+    // address that is local anyway (else `bob` would catch bob@elsewhere).
+    const keys = domain !== '' ? [`${parsed.localPart}@${domain}`, `${argSplit.base}@${domain}`] : [];
+    if (localByRoute) {
+      keys.push(parsed.localPart, argSplit.base);
+      if (input.rcptAddr) keys.push(rcptAddrUser(input.rcptAddr));
+    }
+    const mapped = this.map.lookup(keys);
+
+    let name: string;
+    let extension: string;
+    if (mapped !== undefined) {
+      name = mapped;
+      extension = argSplit.extension;
+    } else {
+      if (!byMailer && !byDomain) {
+        return nonLocal(rcpt, mailer ? `mailer ${mailer} not local` : `domain ${domain || '(none)'} not local`);
+      }
+      const source = input.rcptAddr ? rcptAddrUser(input.rcptAddr) : parsed.localPart;
+      const split = splitExtension(source, settings.delimiter);
+      name = split.base.toLowerCase();
+      // Sendmail's {rcpt_addr} may have lost the extension; take the RCPT's
+      // when it names the same user.
+      extension = split.extension !== '' ? split.extension : argSplit.base.toLowerCase() === name ? argSplit.extension : '';
+    }
+
+    if (!isPlausibleUserName(name)) return nonLocal(rcpt, `not a user name: ${JSON.stringify(name)}`);
+    const user = await users.lookup(name);
+    if (user === null) return nonLocal(rcpt, `no such user ${name}`);
+    if (user.uid === 0 || user.uid < minUid) return nonLocal(rcpt, `user ${name} (uid ${user.uid}) below users.minUid`);
+    return {
+      kind: 'local',
+      user,
+      rcpt,
+      address: parsed.address,
+      localPart: parsed.localPart.toLowerCase(),
+      extension: extension.toLowerCase(),
+      domain,
+    };
+  }
+}
+
+/** Convenience wrapper for `RecipientClassifier.create`. */
+export function createRecipientClassifier(opts: ClassifierOptions): Promise<RecipientClassifier> {
+  return RecipientClassifier.create(opts);
+}
+
+function nonLocal(rcpt: string, reason: string): NonLocalRecipient {
+  return { kind: 'nonlocal', rcpt, reason };
+}

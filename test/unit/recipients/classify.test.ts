@@ -1,0 +1,163 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { UserAccount } from '../../../src/users/user.js';
+import {
+  createRecipientClassifier,
+  type ClassifierOptions,
+  type RcptInput,
+  type RecipientSettings,
+  type UserLookup,
+} from '../../../src/recipients/classify.js';
+import { RecipientMap, RecipientMapError } from '../../../src/recipients/map.js';
+
+function account(name: string, uid: number): UserAccount {
+  return { name, uid, gid: uid, groups: [], home: `/home/${name}`, shell: '/bin/sh' };
+}
+
+const ACCOUNTS = [account('alice', 1001), account('bob', 1002), account('daemon', 1), account('root', 0), account('carol', 1003)];
+
+/** A resolver that records what it was asked. */
+function fakeUsers(): UserLookup & { asked: string[] } {
+  const asked: string[] = [];
+  return {
+    asked,
+    async lookup(name: string) {
+      asked.push(name);
+      return ACCOUNTS.find((a) => a.name === name) ?? null;
+    },
+  };
+}
+
+const SETTINGS: RecipientSettings = { localMailers: ['local'], localDomains: [], delimiter: '+', map: '' };
+
+async function classifier(settings: Partial<RecipientSettings> = {}, users = fakeUsers()) {
+  const opts: ClassifierOptions = { recipients: { ...SETTINGS, ...settings }, users, minUid: 1000 };
+  return createRecipientClassifier(opts);
+}
+
+interface Row {
+  name: string;
+  input: RcptInput;
+  settings?: Partial<RecipientSettings>;
+  /** Expected user name, or a regexp for the non-local reason. */
+  want: { user: string; address: string; localPart: string; extension: string; domain: string } | RegExp;
+}
+
+const table: Row[] = [
+  {
+    name: 'Postfix local mailer, full address in rcpt_addr',
+    input: { rcpt: '<Alice+Lists@Example.ORG>', rcptMailer: 'local', rcptAddr: 'Alice+Lists@Example.ORG' },
+    want: { user: 'alice', address: 'Alice+Lists@Example.ORG', localPart: 'alice+lists', extension: 'lists', domain: 'example.org' },
+  },
+  {
+    name: 'Sendmail local mailer, bare user in rcpt_addr',
+    input: { rcpt: '<bob@mx3.example.test>', rcptMailer: 'local', rcptAddr: 'bob' },
+    want: { user: 'bob', address: 'bob@mx3.example.test', localPart: 'bob', extension: '', domain: 'mx3.example.test' },
+  },
+  {
+    name: 'Sendmail: alias resolved to another user by the MTA',
+    input: { rcpt: '<info@x.test>', rcptMailer: 'local', rcptAddr: 'carol' },
+    want: { user: 'carol', address: 'info@x.test', localPart: 'info', extension: '', domain: 'x.test' },
+  },
+  {
+    name: 'Sendmail: extension kept from the RCPT when rcpt_addr lost it',
+    input: { rcpt: '<bob+x@h>', rcptMailer: 'local', rcptAddr: 'bob' },
+    want: { user: 'bob', address: 'bob+x@h', localPart: 'bob+x', extension: 'x', domain: 'h' },
+  },
+  {
+    name: 'no macros, domain listed (case-insensitive)',
+    input: { rcpt: '<ALICE@Mail.Example>' },
+    settings: { localDomains: ['mail.example'] },
+    want: { user: 'alice', address: 'ALICE@Mail.Example', localPart: 'alice', extension: '', domain: 'mail.example' },
+  },
+  {
+    name: 'remote mailer but listed domain: local',
+    input: { rcpt: '<bob@mail.example>', rcptMailer: 'smtp', rcptAddr: 'bob@mail.example' },
+    settings: { localDomains: ['MAIL.example'] },
+    want: { user: 'bob', address: 'bob@mail.example', localPart: 'bob', extension: '', domain: 'mail.example' },
+  },
+  {
+    name: 'several delimiter characters',
+    input: { rcpt: '<alice-lists@x>', rcptMailer: 'local', rcptAddr: 'alice-lists@x' },
+    settings: { delimiter: '+-' },
+    want: { user: 'alice', address: 'alice-lists@x', localPart: 'alice-lists', extension: 'lists', domain: 'x' },
+  },
+  { name: 'remote mailer', input: { rcpt: '<alice@gmail.test>', rcptMailer: 'smtp', rcptAddr: 'alice@gmail.test' }, want: /mailer smtp/ },
+  { name: 'discard transport', input: { rcpt: '<alice@bench.test>', rcptMailer: 'discard' }, want: /mailer discard/ },
+  { name: 'no macros, domain not listed', input: { rcpt: '<alice@x>' }, want: /domain x not local/ },
+  { name: 'unknown user', input: { rcpt: '<zed@x>', rcptMailer: 'local', rcptAddr: 'zed@x' }, want: /no such user zed/ },
+  { name: 'system user below minUid', input: { rcpt: '<daemon@x>', rcptMailer: 'local', rcptAddr: 'daemon@x' }, want: /below users.minUid/ },
+  { name: 'root never', input: { rcpt: '<root@x>', rcptMailer: 'local', rcptAddr: 'root@x' }, want: /below users.minUid/ },
+  { name: 'program delivery from Sendmail aliasing', input: { rcpt: '<list@x>', rcptMailer: 'local', rcptAddr: '|/usr/bin/prog' }, want: /not a user name/ },
+  { name: 'empty address', input: { rcpt: '<>', rcptMailer: 'local' }, want: /empty address/ },
+];
+
+test('classify: table', async () => {
+  const c = await classifier();
+  for (const row of table) {
+    const cc = row.settings ? await classifier(row.settings) : c;
+    const got = await cc.classify(row.input);
+    assert.equal(got.rcpt, row.input.rcpt, `${row.name}: rcpt kept as sent`);
+    if (row.want instanceof RegExp) {
+      assert.equal(got.kind, 'nonlocal', row.name);
+      if (got.kind === 'nonlocal') assert.match(got.reason, row.want, row.name);
+    } else {
+      assert.equal(got.kind, 'local', `${row.name}: ${got.kind === 'nonlocal' ? got.reason : ''}`);
+      if (got.kind !== 'local') continue;
+      const { user, address, localPart, extension, domain } = got;
+      assert.deepEqual({ user: user.name, address, localPart, extension, domain }, row.want, row.name);
+    }
+  }
+});
+
+test('classify: the resolver is asked for the lower-cased user without extension', async () => {
+  const users = fakeUsers();
+  const c = await classifier({}, users);
+  await c.classify({ rcpt: '<Bob+Tag@X>', rcptMailer: 'local', rcptAddr: 'Bob+Tag@X' });
+  assert.deepEqual(users.asked, ['bob']);
+});
+
+test('recipient map: checked first, whole-address and local-part keys', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pum-map-'));
+  const file = path.join(dir, 'map');
+  fs.writeFileSync(
+    file,
+    ['# address-or-localpart username', '', 'Sales@Shop.Example  carol  # a whole address', 'postmaster bob', 'info alice', ''].join('\n'),
+  );
+  try {
+    const c = await classifier({ map: file, localDomains: ['local.example'] });
+    const sales = await c.classify({ rcpt: '<sales@shop.example>', rcptMailer: 'smtp' });
+    assert.equal(sales.kind === 'local' && sales.user.name, 'carol', 'whole-address key works for a remote-looking domain');
+    const pm = await c.classify({ rcpt: '<Postmaster@local.example>' });
+    assert.equal(pm.kind === 'local' && pm.user.name, 'bob', 'local-part key on a local domain');
+    const ext = await c.classify({ rcpt: '<info+news@h>', rcptMailer: 'local', rcptAddr: 'info+news@h' });
+    assert.ok(ext.kind === 'local' && ext.user.name === 'alice' && ext.extension === 'news', 'local-part key without extension');
+    const remote = await c.classify({ rcpt: '<postmaster@elsewhere.test>', rcptMailer: 'smtp' });
+    assert.equal(remote.kind, 'nonlocal', 'a local-part key never catches a remote address');
+
+    // Reload picks up a changed map; a broken map keeps the old one.
+    fs.writeFileSync(file, 'postmaster alice\n');
+    await c.reload({ recipients: { ...SETTINGS, map: file, localDomains: ['local.example'] }, users: fakeUsers(), minUid: 1000 });
+    const pm2 = await c.classify({ rcpt: '<postmaster@local.example>' });
+    assert.equal(pm2.kind === 'local' && pm2.user.name, 'alice');
+    fs.writeFileSync(file, 'just-one-field\n');
+    await assert.rejects(
+      c.reload({ recipients: { ...SETTINGS, map: file }, users: fakeUsers(), minUid: 1000 }),
+      (err: unknown) => err instanceof RecipientMapError && /:1: /.test(err.message),
+    );
+    const pm3 = await c.classify({ rcpt: '<postmaster@local.example>' });
+    assert.equal(pm3.kind === 'local' && pm3.user.name, 'alice', 'previous map still in force');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('recipient map: parse errors and missing file', async () => {
+  assert.throws(() => RecipientMap.parse('a b c\n', 'm'), /m:1: /);
+  assert.equal(RecipientMap.parse('# only a comment\n\n').size, 0);
+  await assert.rejects(RecipientMap.load('/nonexistent/pum-map'), RecipientMapError);
+  assert.equal((await RecipientMap.load('')).size, 0);
+});
