@@ -1,0 +1,108 @@
+// Macros (SMFIC_MACRO), stored per stage with libmilter's scoping:
+// - one table per stage; a new D packet replaces its stage's table;
+// - a lookup goes from the latest stage back to CONNECT;
+// - CONNECT, HELO, MAIL and RCPT clear the tables of all later stages, so
+//   RCPT macros describe only the latest recipient and `{i}` from DATA is
+//   still visible at end of message;
+// - ABORT clears the transaction stages (MAIL onwards), keeping CONNECT/HELO.
+import type { MacroReader } from './application.js';
+import type { CommandType } from './commands.js';
+import { SMFIC_BODY, SMFIC_BODYEOB, SMFIC_CONNECT, SMFIC_DATA, SMFIC_EOH, SMFIC_HEADER, SMFIC_HELO, SMFIC_MAIL, SMFIC_RCPT } from './constants.js';
+
+/** Stages in the order they happen in a session. */
+export type MacroSlot = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'eoh' | 'eom';
+const SLOT_ORDER: readonly MacroSlot[] = ['connect', 'helo', 'mail', 'rcpt', 'data', 'eoh', 'eom'];
+
+/**
+ * Which table a D packet's stage byte fills. Besides libmilter's letters,
+ * Postfix sends 'L' (before every header, its EOH list) and 'B' (before every
+ * body chunk, its EOM list). Others ('U', anything) are ignored, as libmilter
+ * ignores them.
+ */
+const SLOT_BY_STAGE_BYTE: Readonly<Record<number, MacroSlot>> = {
+  [SMFIC_CONNECT]: 'connect',
+  [SMFIC_HELO]: 'helo',
+  [SMFIC_MAIL]: 'mail',
+  [SMFIC_RCPT]: 'rcpt',
+  [SMFIC_DATA]: 'data',
+  [SMFIC_HEADER]: 'eoh',
+  [SMFIC_EOH]: 'eoh',
+  [SMFIC_BODY]: 'eom',
+  [SMFIC_BODYEOB]: 'eom',
+};
+
+/** 'i' and '{i}' are the same macro (smfi_getsymval accepts both). */
+export function macroKey(name: string): string {
+  return name.length > 2 && name.startsWith('{') && name.endsWith('}') ? name.slice(1, -1) : name;
+}
+
+export class MacroStore implements MacroReader {
+  private readonly tables = new Map<MacroSlot, Map<string, string>>();
+
+  /** Applies a D packet. Returns false when the stage byte is one we ignore. */
+  define(stageByte: number | null, macros: ReadonlyArray<readonly [string, string]>): boolean {
+    if (stageByte === null) return false;
+    const slot = SLOT_BY_STAGE_BYTE[stageByte];
+    if (!slot) return false;
+    const table = new Map<string, string>();
+    for (const [name, value] of macros) table.set(macroKey(name), value);
+    this.tables.set(slot, table);
+    return true;
+  }
+
+  /** Applies the clearing rule of a (non-macro) command, before its handler runs. */
+  onCommand(type: CommandType): void {
+    switch (type) {
+      case 'connect':
+        this.clearAfter('connect');
+        break;
+      case 'helo':
+        this.clearAfter('helo');
+        break;
+      case 'mail':
+        this.clearAfter('mail');
+        break;
+      case 'rcpt':
+        this.clearAfter('rcpt');
+        break;
+      case 'abort':
+        this.clearFrom('mail');
+        break;
+      case 'quit_nc':
+        this.tables.clear();
+        break;
+      default:
+        break;
+    }
+  }
+
+  get(name: string): string | undefined {
+    const key = macroKey(name);
+    for (let i = SLOT_ORDER.length - 1; i >= 0; i--) {
+      const value = this.tables.get(SLOT_ORDER[i] as MacroSlot)?.get(key);
+      if (value !== undefined) return value;
+    }
+    return undefined;
+  }
+
+  snapshot(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const slot of SLOT_ORDER) {
+      for (const [key, value] of this.tables.get(slot) ?? []) out[key.length > 1 ? `{${key}}` : key] = value;
+    }
+    return out;
+  }
+
+  clear(): void {
+    this.tables.clear();
+  }
+
+  private clearAfter(slot: MacroSlot): void {
+    this.clearFrom(SLOT_ORDER[SLOT_ORDER.indexOf(slot) + 1]);
+  }
+
+  private clearFrom(slot: MacroSlot | undefined): void {
+    if (slot === undefined) return;
+    for (let i = SLOT_ORDER.indexOf(slot); i < SLOT_ORDER.length; i++) this.tables.delete(SLOT_ORDER[i] as MacroSlot);
+  }
+}
