@@ -1,0 +1,6 @@
+// Message spooling (contract §3 `spool.dir`, §4 message form).
+export * from './file.js';
+export * from './header.js';
+export * from './line-endings.js';
+export * from './raw.js';
+export * from './spool.js';
