@@ -1,0 +1,3 @@
+// Prometheus metrics (contract §6).
+export * from './metrics.js';
+export * from './server.js';

@@ -1,0 +1,170 @@
+// The Prometheus metrics of contract §6, all prefixed `per_user_milter_`, in
+// a registry of their own (plus prom-client's default process metrics).
+// Label values are pre-initialised so every series exists at 0 from the first
+// scrape: rate() and alerts then work before the first event. Pool gauges
+// are read from a callback at scrape time, never pushed.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { OUTCOMES, type Outcome } from '../pool/job.js';
+
+export const METRIC_PREFIX = 'per_user_milter_';
+
+export type MessageAction = 'accept' | 'reject' | 'tempfail';
+export const MESSAGE_ACTIONS: readonly MessageAction[] = ['accept', 'reject', 'tempfail'];
+export type RecipientKind = 'local' | 'nonlocal';
+
+/** Filter run times from a 5 ms `exit 0` to the 60 s end of a long timeout (seconds). */
+export const FILTER_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60];
+
+/** What the pool reports (FilterPool.stats() has these fields). */
+export interface PoolGaugeSource {
+  queueSize: number;
+  /** 0..1 */
+  utilization: number;
+}
+
+export interface MetricsOptions {
+  /** `metrics.perUserLabels`: add a `user` label to the filter metrics. */
+  perUserLabels: boolean;
+  /** Read at every scrape; absent: the pool gauges stay 0. */
+  poolStats?: () => PoolGaugeSource;
+  /** prom-client's default process metrics (default true). */
+  processMetrics?: boolean;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly perUser: boolean;
+  private poolStats: (() => PoolGaugeSource) | undefined;
+
+  private readonly messages: Counter<'action'>;
+  private readonly filterRuns: Counter<'outcome' | 'user'>;
+  private readonly filterDuration: Histogram<'outcome' | 'user'>;
+  private readonly recipients: Counter<'kind'>;
+  private readonly connections: Gauge;
+  private readonly spool: Counter;
+  private readonly protocolErrors: Counter;
+
+  constructor(options: MetricsOptions) {
+    this.perUser = options.perUserLabels;
+    this.poolStats = options.poolStats;
+    const registers = [this.registry];
+    const filterLabels = this.perUser ? (['outcome', 'user'] as const) : (['outcome'] as const);
+
+    this.messages = new Counter({
+      name: `${METRIC_PREFIX}messages_total`,
+      help: 'Messages by the action taken (accept, reject, tempfail)',
+      labelNames: ['action'],
+      registers,
+    });
+    this.filterRuns = new Counter({
+      name: `${METRIC_PREFIX}filter_runs_total`,
+      help: 'Per-user filter runs by outcome',
+      labelNames: [...filterLabels],
+      registers,
+    });
+    this.filterDuration = new Histogram({
+      name: `${METRIC_PREFIX}filter_duration_seconds`,
+      help: 'Per-user filter run time in seconds (from start to exit), by outcome',
+      labelNames: [...filterLabels],
+      buckets: FILTER_DURATION_BUCKETS,
+      registers,
+    });
+    this.recipients = new Counter({
+      name: `${METRIC_PREFIX}recipients_total`,
+      help: 'Envelope recipients by kind (local user or not)',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.connections = new Gauge({
+      name: `${METRIC_PREFIX}connections_active`,
+      help: 'Open milter connections',
+      registers,
+    });
+    const self = this;
+    new Gauge({
+      name: `${METRIC_PREFIX}pool_queue_size`,
+      help: 'Filter runs waiting for a worker thread',
+      registers,
+      collect() {
+        this.set(self.poolStats?.().queueSize ?? 0);
+      },
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}pool_utilization`,
+      help: 'Busy fraction of the filter worker threads (0..1)',
+      registers,
+      collect() {
+        this.set(self.poolStats?.().utilization ?? 0);
+      },
+    });
+    this.spool = new Counter({
+      name: `${METRIC_PREFIX}spool_bytes_total`,
+      help: 'Bytes written to spool files',
+      registers,
+    });
+    this.protocolErrors = new Counter({
+      name: `${METRIC_PREFIX}protocol_errors_total`,
+      help: 'Milter connections closed because of a protocol error',
+      registers,
+    });
+
+    for (const action of MESSAGE_ACTIONS) this.messages.labels(action).inc(0);
+    for (const kind of ['local', 'nonlocal'] as const) this.recipients.labels(kind).inc(0);
+    // With per-user labels the user values are unknown until a filter runs.
+    if (!this.perUser) {
+      for (const outcome of OUTCOMES) {
+        this.filterRuns.labels(outcome).inc(0);
+        this.filterDuration.zero({ outcome });
+      }
+    }
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Point the pool gauges at a (new) pool. */
+  setPoolStats(source: (() => PoolGaugeSource) | undefined): void {
+    this.poolStats = source;
+  }
+
+  message(action: MessageAction): void {
+    this.messages.labels(action).inc();
+  }
+
+  filterRun(outcome: Outcome, durationMs: number, user = ''): void {
+    const labels = this.perUser ? { outcome, user } : { outcome };
+    this.filterRuns.inc(labels);
+    this.filterDuration.observe(labels, Math.max(0, durationMs) / 1000);
+  }
+
+  recipient(kind: RecipientKind): void {
+    this.recipients.labels(kind).inc();
+  }
+
+  connectionOpened(): void {
+    this.connections.inc();
+  }
+
+  connectionClosed(): void {
+    this.connections.dec();
+  }
+
+  spoolBytes(bytes: number): void {
+    if (bytes > 0) this.spool.inc(bytes);
+  }
+
+  protocolError(): void {
+    this.protocolErrors.inc();
+  }
+
+  /** The exposition text, as served on /metrics. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
+
+export function createMetrics(options: MetricsOptions): Metrics {
+  return new Metrics(options);
+}

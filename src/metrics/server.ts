@@ -1,0 +1,80 @@
+// The /metrics endpoint on `metrics.listen` (`HOST:PORT`, `[::1]:PORT`;
+// empty disables it). Loopback by default: metrics tell who gets mail.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** Parses `metrics.listen`; null when empty (disabled). Throws on a malformed value. */
+export function parseMetricsListen(spec: string): ListenAddress | null {
+  if (spec === '') return null;
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(spec);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new Error(`metrics.listen: expected HOST:PORT or [IPv6]:PORT, got ${JSON.stringify(spec)}`);
+  const host = m[1] ?? m[2] ?? '';
+  return { host: host === '' ? '127.0.0.1' : host, port };
+}
+
+export class MetricsServer {
+  private server: http.Server | null = null;
+
+  /** `listen` as in the configuration; `registry` is what /metrics serves. */
+  constructor(
+    private readonly listen: string,
+    private readonly registry: Registry,
+  ) {}
+
+  /** Starts listening; resolves to the bound address, or null when disabled. */
+  async start(): Promise<ListenAddress | null> {
+    const address = parseMetricsListen(this.listen);
+    if (address === null) return null;
+    const server = http.createServer((req, res) => void this.handle(req, res));
+    // A scraper that stalls must not hold a socket forever.
+    server.requestTimeout = 10_000;
+    server.headersTimeout = 10_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(address.port, address.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    const bound = server.address() as AddressInfo;
+    return { host: bound.address, port: bound.port };
+  }
+
+  /** Stops listening and closes idle keep-alive connections. */
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (server === null) return;
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found; try /metrics\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
+      return;
+    }
+    try {
+      const body = await this.registry.metrics();
+      res.writeHead(200, { 'content-type': this.registry.contentType });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    } catch (err) {
+      res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`metrics collection failed: ${(err as Error).message}\n`);
+    }
+  }
+}
