@@ -1,0 +1,181 @@
+// Shared set-up of the end-to-end scenarios: one MTA instance (Postfix or
+// Sendmail) per describe block, real test users, an SMTP sink for the
+// non-local domain, and the milter restarted with each case's configuration.
+// A failing case gets the MTA's log lines and the milter's output for that
+// case appended to its error.
+import type { TestContext } from 'node:test';
+import {
+  auxPort,
+  createTestUsers,
+  postfixMilterAddress,
+  randomTag,
+  startMilter,
+  startPostfix,
+  startSendmail,
+  startSmtpSink,
+  swaks,
+  type LogMark,
+  type Milter,
+  type MilterOptions,
+  type Mta,
+  type MtaKind,
+  type SmtpSink,
+  type SwaksOptions,
+  type SwaksResult,
+  type TestUser,
+  type TestUsers,
+} from '../harness/index.js';
+import { lacksCommand, lacksRoot } from '../../support/require.js';
+
+export const REMOTE_DOMAIN = 'remote.test';
+export const LOCAL_DOMAIN = 'example.test';
+export const MTA_KINDS: readonly MtaKind[] = ['postfix', 'sendmail'];
+
+/** True when this machine can run the suite; in CI a missing piece fails the test instead. */
+export function cannotRun(t: TestContext): boolean {
+  return (
+    lacksRoot(t) ||
+    lacksCommand(t, 'postconf', 'postfix') ||
+    lacksCommand(t, 'swaks', 'swaks') ||
+    lacksCommand(t, 'm4', 'm4') ||
+    lacksCommand(t, 'unshare', 'util-linux') ||
+    lacksCommand(t, 'useradd', 'passwd')
+  );
+}
+
+export function quietlyRunnable(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  return true;
+}
+
+export interface RigOptions {
+  users: readonly string[];
+  /** Postfix main.cf overrides (e.g. a short milter_content_timeout). */
+  postfixMain?: Record<string, string>;
+  /** Sendmail T= override. */
+  sendmailTimeouts?: string;
+  /** Use a unix socket for the milter (Postfix only; Sendmail always uses inet here). */
+  postfixUnixSocket?: boolean;
+  /** Run without any milter configured in the MTA. */
+  noMilter?: boolean;
+}
+
+export class Rig {
+  mta!: Mta;
+  users!: TestUsers;
+  sink!: SmtpSink;
+  milter: Milter | undefined;
+  /** The milter's listen spec (milter syntax). */
+  listen!: string;
+  private dir = '';
+
+  constructor(readonly kind: MtaKind, readonly opts: RigOptions) {}
+
+  async start(): Promise<void> {
+    this.sink = await startSmtpSink();
+    this.users = await createTestUsers(this.opts.users);
+    if (this.kind === 'postfix' && this.opts.postfixUnixSocket !== false) {
+      const { mkdtempSync, chmodSync } = await import('node:fs');
+      const os = await import('node:os');
+      this.dir = mkdtempSync(`${os.tmpdir()}/pumtest-sock-`);
+      chmodSync(this.dir, 0o755);
+      this.listen = `unix:${this.dir}/milter.sock`;
+    } else {
+      this.listen = `inet:${await auxPort()}@127.0.0.1`;
+    }
+    const remote = { domain: REMOTE_DOMAIN, port: this.sink.port };
+    if (this.kind === 'postfix') {
+      this.mta = await startPostfix({
+        milter: this.opts.noMilter ? null : postfixMilterAddress(this.listen),
+        remote,
+        extraMain: this.opts.postfixMain ?? {},
+      });
+    } else {
+      this.mta = await startSendmail({
+        milter: this.opts.noMilter ? null : this.listen,
+        remote,
+        ...(this.opts.sendmailTimeouts ? { milterTimeouts: this.opts.sendmailTimeouts } : {}),
+      });
+    }
+  }
+
+  async stop(): Promise<void> {
+    const errs: unknown[] = [];
+    const attempt = async (f: () => Promise<unknown>) => {
+      try {
+        await f();
+      } catch (e) {
+        errs.push(e);
+      }
+    };
+    await attempt(() => this.stopMilter());
+    if (this.mta) await attempt(() => this.mta.stop());
+    if (this.users) await attempt(() => this.users.remove());
+    if (this.sink) await attempt(() => this.sink.stop());
+    if (this.dir) {
+      const { rmSync } = await import('node:fs');
+      rmSync(this.dir, { recursive: true, force: true });
+    }
+    if (errs.length) throw errs[0];
+  }
+
+  /** (Re)starts the milter with this case's configuration. */
+  async startMilter(config: MilterOptions['config'] = {}): Promise<Milter> {
+    await this.stopMilter();
+    this.milter = await startMilter({ listen: this.listen, config: { 'users.minUid': 1000, ...config } });
+    return this.milter;
+  }
+
+  async stopMilter(): Promise<void> {
+    const m = this.milter;
+    this.milter = undefined;
+    if (m) await m.stop();
+  }
+
+  user(short: string): TestUser {
+    return this.users.get(short);
+  }
+
+  addr(short: string, ext?: string): string {
+    return `${this.user(short).name}${ext ? '+' + ext : ''}@${LOCAL_DOMAIN}`;
+  }
+
+  /** Sends with swaks; a unique X-Pumtest-Case header marks the message. */
+  async send(o: Omit<SwaksOptions, 'port'> & { caseId?: string }): Promise<SwaksResult & { caseId: string }> {
+    const caseId = o.caseId ?? randomTag(6);
+    const headers = [`Subject: pumtest ${caseId}`, `X-Pumtest-Case: ${caseId}`, ...(o.headers ?? [])];
+    const r = await swaks({ ...o, headers, port: this.mta.port });
+    return { ...r, caseId };
+  }
+
+  /** How many copies of case `caseId` are in a user's mailbox. */
+  delivered(short: string, caseId: string): number {
+    return this.mta.messages(this.user(short).name).filter((m) => m.get('X-Pumtest-Case') === caseId).length;
+  }
+
+  /** How many copies of case `caseId` reached the remote sink, and for which recipients. */
+  relayed(caseId: string): string[][] {
+    return this.sink.messages.filter((m) => m.data.includes(`X-Pumtest-Case: ${caseId}`)).map((m) => m.to);
+  }
+
+  /** Runs one case; on failure appends the MTA's and the milter's log lines of this case to the error. */
+  async scenario(fn: () => Promise<void>): Promise<void> {
+    const mtaMark: LogMark = this.mta.logMark();
+    const milterMarks = new Map<Milter, LogMark>();
+    const m0 = this.milter;
+    if (m0) milterMarks.set(m0, m0.logMark());
+    try {
+      await fn();
+    } catch (e) {
+      let extra = `\n===== ${this.kind} log lines of this case =====\n${this.mta.logSince(mtaMark)}`;
+      const m = this.milter;
+      if (m) extra += `\n===== per-user-milter output =====\n${m.logSince(milterMarks.get(m) ?? [0])}`;
+      extra += `\n===== queue =====\n${await this.mta.queue().catch((q: unknown) => String(q))}`;
+      if (e instanceof Error) {
+        e.message += extra;
+        throw e;
+      }
+      throw new Error(String(e) + extra);
+    }
+  }
+}
