@@ -1,0 +1,3 @@
+// Logging: pino, text or JSON (contract §3 `log.*`).
+export * from './logger.js';
+export * from './text.js';
