@@ -33,8 +33,8 @@ export function ancestors(p: string): string[] {
 /** Is `st` a directory that only root and `user` can write to? Returns the reason it is not, or null. */
 export function unsafeDirReason(dir: string, st: fs.Stats, user: UserAccount): string | null {
   if (st.uid !== 0 && st.uid !== user.uid) return `directory ${dir} is owned by uid ${st.uid}, not by ${user.name} or root`;
-  if (st.mode & S_IWGRP) return `directory ${dir} is group-writable (mode ${fmtMode(st.mode)})`;
   if (st.mode & S_IWOTH) return `directory ${dir} is world-writable (mode ${fmtMode(st.mode)})`;
+  if (st.mode & S_IWGRP) return `directory ${dir} is group-writable (mode ${fmtMode(st.mode)})`;
   return null;
 }
 
@@ -42,8 +42,8 @@ export function unsafeDirReason(dir: string, st: fs.Stats, user: UserAccount): s
 export function unsafeFileReason(file: string, st: fs.Stats, user: UserAccount): string | null {
   if (!st.isFile()) return `${file} is not a regular file`;
   if (st.uid !== 0 && st.uid !== user.uid) return `${file} is owned by uid ${st.uid}, not by ${user.name} or root`;
-  if (st.mode & S_IWGRP) return `${file} is group-writable (mode ${fmtMode(st.mode)})`;
   if (st.mode & S_IWOTH) return `${file} is world-writable (mode ${fmtMode(st.mode)})`;
+  if (st.mode & S_IWGRP) return `${file} is group-writable (mode ${fmtMode(st.mode)})`;
   const execBit = st.uid === user.uid ? 0o100 : user.groups.includes(st.gid) || st.gid === user.gid ? 0o010 : 0o001;
   if (!(st.mode & execBit)) return `${file} is not executable by ${user.name} (mode ${fmtMode(st.mode)})`;
   return null;

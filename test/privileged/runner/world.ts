@@ -1,0 +1,149 @@
+// A throw-away world for the runner tests: test users pumrun-* with unused
+// uids 61001.. (passwd-file users, no system account needed for setpriv),
+// their 0700 homes under a fresh root-owned base directory (not under /tmp:
+// a world-writable directory on the path makes every filter unsafe), a 0700
+// root spool directory with one message, and cleanup that kills whatever
+// still runs under the test uids.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { EnvelopeFacts, FilterJob, FilterSettings } from '../../../src/pool/job.js';
+import type { UserAccount } from '../../../src/users/user.js';
+
+export const FIXTURES = fileURLToPath(new URL('../../../../test/fixtures/filters/', import.meta.url));
+
+export interface World {
+  base: string;
+  spoolDir: string;
+  users: Record<'a' | 'b' | 'bomb', UserAccount>;
+  /** Writes a message into the spool (0600 root) and returns its path. */
+  message(headers?: Record<string, string>, body?: string): string;
+  /** Installs fixture `name` as `user`'s ~/.user-milter (owner user, mode 0755 unless given). */
+  install(user: UserAccount, name: string, opts?: { mode?: number; owner?: number; at?: string }): string;
+  job(user: UserAccount, spoolPath: string, settings?: Partial<FilterSettings>, envelope?: Partial<EnvelopeFacts>): FilterJob;
+  /** Live (non-zombie) processes of a uid: "pid comm" lines. */
+  processesOf(uid: number): string[];
+  cleanup(): void;
+}
+
+export const SUPP_GID = 61100;
+
+export function defaultSettings(over: Partial<FilterSettings> = {}): FilterSettings {
+  return {
+    path: '~/.user-milter',
+    timeout: 10_000,
+    sandbox: 'setpriv',
+    limits: { cpuSeconds: 10, memoryBytes: 512 * 1024 * 1024, processes: 64, fileSizeBytes: 10 * 1024 * 1024, outputBytes: 65536 },
+    exitCodes: { reject: [1], tempfail: [75] },
+    ...over,
+  };
+}
+
+export function envelopeFor(user: UserAccount, over: Partial<EnvelopeFacts> = {}): EnvelopeFacts {
+  return {
+    SENDER: 'sender@example.org',
+    RECIPIENT: `${user.name}@example.com`,
+    LOCAL: user.name,
+    EXTENSION: '',
+    DOMAIN: 'example.com',
+    CLIENT_ADDRESS: '192.0.2.7',
+    CLIENT_HOSTNAME: 'client.example.org',
+    CLIENT_HELO: 'client.example.org',
+    CLIENT_PROTOCOL: 'ESMTP',
+    QUEUE_ID: '4ABCDEF123',
+    SASL_METHOD: '',
+    SASL_USERNAME: '',
+    ...over,
+  };
+}
+
+export function killUid(uid: number): void {
+  try {
+    execFileSync('pkill', ['-KILL', '-U', String(uid)], { stdio: 'ignore' });
+  } catch {
+    // nothing to kill
+  }
+}
+
+export function makeWorld(tag: string): World {
+  const base = fs.mkdtempSync(`/var/lib/pumrun-${tag}-`);
+  fs.chmodSync(base, 0o755);
+  const home = (n: string) => path.join(base, 'home', n);
+  fs.mkdirSync(path.join(base, 'home'), { mode: 0o755 });
+  const mk = (name: string, uid: number, groups: number[]): UserAccount => ({
+    name,
+    uid,
+    gid: uid,
+    groups: [uid, ...groups],
+    home: home(name),
+    shell: '/bin/sh',
+  });
+  const users = {
+    a: mk('pumrun-a', 61001, [SUPP_GID]),
+    b: mk('pumrun-b', 61002, []),
+    bomb: mk('pumrun-bomb', 61003, []),
+  };
+  for (const u of Object.values(users)) {
+    fs.mkdirSync(u.home, { mode: 0o700 });
+    fs.chownSync(u.home, u.uid, u.gid);
+    fs.chmodSync(u.home, 0o700);
+  }
+  const spoolDir = path.join(base, 'spool');
+  fs.mkdirSync(spoolDir, { mode: 0o700 });
+  let n = 0;
+
+  const world: World = {
+    base,
+    spoolDir,
+    users,
+    message(headers = {}, body = 'Hello.\n') {
+      const lines = ['Return-Path: <sender@example.org>', 'From: sender@example.org', 'Subject: test'];
+      for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
+      const p = path.join(spoolDir, `msg-${++n}`);
+      fs.writeFileSync(p, lines.join('\n') + '\n\n' + body, { mode: 0o600 });
+      return p;
+    },
+    install(user, name, opts = {}) {
+      const at = opts.at ?? path.join(user.home, '.user-milter');
+      fs.mkdirSync(path.dirname(at), { recursive: true });
+      fs.rmSync(at, { force: true });
+      fs.copyFileSync(path.join(FIXTURES, name), at);
+      const owner = opts.owner ?? user.uid;
+      fs.chownSync(at, owner, owner === 0 ? 0 : owner);
+      fs.chmodSync(at, opts.mode ?? 0o755);
+      return at;
+    },
+    job(user, spoolPath, settings = {}, envelope = {}) {
+      return { spoolPath, user, envelope: envelopeFor(user, envelope), settings: defaultSettings(settings) };
+    },
+    processesOf(uid) {
+      let out = '';
+      try {
+        out = execFileSync('ps', ['-u', String(uid), '-o', 'pid=,stat=,comm='], { encoding: 'utf8' });
+      } catch {
+        return []; // ps exits 1 when there is none
+      }
+      return out
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l !== '' && !/^\d+\s+Z/.test(l));
+    },
+    cleanup() {
+      for (const u of Object.values(users)) killUid(u.uid);
+      fs.rmSync(base, { recursive: true, force: true });
+    },
+  };
+  return world;
+}
+
+/** Waits until `uid` has no live process, up to `ms`; returns what is left. */
+export async function settle(world: World, uid: number, ms = 1500): Promise<string[]> {
+  const until = Date.now() + ms;
+  let left = world.processesOf(uid);
+  while (left.length > 0 && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 100));
+    left = world.processesOf(uid);
+  }
+  return left;
+}
