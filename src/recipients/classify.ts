@@ -151,3 +151,22 @@ export function createRecipientClassifier(opts: ClassifierOptions): Promise<Reci
 function nonLocal(rcpt: string, reason: string): NonLocalRecipient {
   return { kind: 'nonlocal', rcpt, reason };
 }
+
+/**
+ * The local recipient `rcpt` would be for `user` when the user is already
+ * known (the `try` command): the same address fields the classifier gives,
+ * so the filter sees the same RECIPIENT LOCAL EXTENSION DOMAIN.
+ */
+export function localRecipientFor(user: UserAccount, rcpt: string, delimiter: string): LocalRecipient {
+  const parsed = parseAddress(rcpt);
+  const localPart = parsed.localPart.toLowerCase();
+  return {
+    kind: 'local',
+    user,
+    rcpt,
+    address: parsed.address,
+    localPart,
+    extension: splitExtension(localPart, delimiter).extension,
+    domain: parsed.domain.toLowerCase(),
+  };
+}

@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { UserAccount } from '../../../src/users/user.js';
 import {
   createRecipientClassifier,
+  localRecipientFor,
   type ClassifierOptions,
   type RcptInput,
   type RecipientSettings,
@@ -160,4 +161,15 @@ test('recipient map: parse errors and missing file', async () => {
   assert.equal(RecipientMap.parse('# only a comment\n\n').size, 0);
   await assert.rejects(RecipientMap.load('/nonexistent/pum-map'), RecipientMapError);
   assert.equal((await RecipientMap.load('')).size, 0);
+});
+
+test('localRecipientFor gives the classifier\'s address fields', async () => {
+  const alice = ACCOUNTS[0] as UserAccount;
+  const viaTry = localRecipientFor(alice, '<Alice+Lists@Example.ORG>', '+');
+  const c = await classifier();
+  const viaMilter = await c.classify({ rcpt: '<Alice+Lists@Example.ORG>', rcptMailer: 'local', rcptAddr: 'Alice+Lists@Example.ORG' });
+  assert.deepEqual(viaTry, viaMilter);
+  assert.deepEqual(localRecipientFor(alice, 'alice@localhost', '+'), {
+    kind: 'local', user: alice, rcpt: 'alice@localhost', address: 'alice@localhost', localPart: 'alice', extension: '', domain: 'localhost',
+  });
 });
