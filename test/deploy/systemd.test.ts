@@ -1,0 +1,289 @@
+// deploy/systemd: the unit passes `systemd-analyze verify` and an offline
+// security review; sysusers.d and tmpfiles.d make the user and directories
+// they promise; and the unit's ExecStart, started as a non-root user with
+// exactly the unit's capabilities and no_new_privs, still runs every filter
+// as its own user, with no capabilities left, and can kill a runaway filter.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { lacksCommand, lacksRoot } from '../support/require.js';
+import {
+  DEPLOY, deliver, ensureUser, freePort, httpGet, lacksServe, metricValue, readDeploy, startServe, tmpDir, waitFor, writeFilter,
+} from './support.js';
+
+type Unit = Map<string, Map<string, string[]>>;
+
+/** A unit file as section -> key -> values (a key may repeat). */
+function parseUnit(text: string): Unit {
+  const unit: Unit = new Map();
+  let section = '';
+  let pending = '';
+  for (const raw of text.split('\n')) {
+    let line = pending + raw.trim();
+    pending = '';
+    if (line.endsWith('\\')) {
+      pending = line.slice(0, -1) + ' ';
+      continue;
+    }
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    const sec = /^\[(.+)\]$/.exec(line);
+    if (sec) {
+      section = sec[1] ?? '';
+      if (!unit.has(section)) unit.set(section, new Map());
+      continue;
+    }
+    const eq = line.indexOf('=');
+    assert.ok(eq > 0, `not key=value: ${line}`);
+    const key = line.slice(0, eq).trim();
+    line = line.slice(eq + 1).trim();
+    const keys = unit.get(section);
+    assert.ok(keys, `key ${key} outside a section`);
+    keys.set(key, [...(keys.get(key) ?? []), line]);
+  }
+  return unit;
+}
+
+const UNIT_TEXT = () => readDeploy('systemd/per-user-milter.service');
+const service = (u: Unit) => u.get('Service') ?? new Map<string, string[]>();
+const one = (u: Unit, key: string): string | undefined => service(u).get(key)?.at(-1);
+
+/** The capabilities the unit grants, as a sorted list of CAP_* names. */
+function unitCaps(u: Unit, key: 'AmbientCapabilities' | 'CapabilityBoundingSet'): string[] {
+  return (service(u).get(key) ?? []).flatMap((v) => v.split(/\s+/)).filter(Boolean).sort();
+}
+
+const EXPECTED_CAPS = ['CAP_DAC_READ_SEARCH', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID'];
+
+/** Copies the unit with ExecStart pointing at an executable that exists here. */
+function unitForVerify(): string {
+  const dir = tmpDir('unit');
+  const exe = path.join(dir, 'per-user-milter');
+  fs.writeFileSync(exe, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+  const text = UNIT_TEXT().replaceAll('/usr/bin/per-user-milter', exe);
+  const file = path.join(dir, 'per-user-milter.service');
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+test('systemd-analyze verify accepts the unit, without a single warning', (t) => {
+  if (lacksCommand(t, 'systemd-analyze', 'systemd')) return;
+  const r = spawnSync('systemd-analyze', ['verify', '--man=no', unitForVerify()], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stderr.trim(), '', 'verify printed warnings');
+});
+
+test('systemd-analyze security (offline) rates the unit OK (exposure <= 4.0)', (t) => {
+  if (lacksCommand(t, 'systemd-analyze', 'systemd')) return;
+  const r = spawnSync('systemd-analyze', ['security', '--offline=true', '--no-pager', unitForVerify()], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const m = /Overall exposure level for per-user-milter\.service: ([\d.]+)/.exec(r.stdout);
+  assert.ok(m, r.stdout);
+  assert.ok(Number(m[1]) <= 4.0, `exposure ${m[1]}`);
+});
+
+test('the unit runs serve as the dedicated user with only the user-switch capabilities', () => {
+  const u = parseUnit(UNIT_TEXT());
+  assert.equal(one(u, 'User'), 'per-user-milter');
+  assert.equal(one(u, 'Group'), 'per-user-milter');
+  assert.match(one(u, 'ExecStart') ?? '', /^\/usr\/bin\/per-user-milter serve --config \/etc\/per-user-milter\/config\.json$/);
+  assert.deepEqual(unitCaps(u, 'AmbientCapabilities'), EXPECTED_CAPS);
+  assert.deepEqual(unitCaps(u, 'CapabilityBoundingSet'), EXPECTED_CAPS);
+  assert.equal(one(u, 'NoNewPrivileges'), 'yes');
+  // Options that would break filters stay off (each one is explained in the unit).
+  assert.equal(one(u, 'ProtectHome'), 'no', 'filters live in homes');
+  assert.notEqual(one(u, 'ProtectSystem'), 'strict', 'strict makes homes read-only for filters');
+  assert.notEqual(one(u, 'PrivateUsers'), 'yes', 'a user namespace maps away the recipients');
+  assert.notEqual(one(u, 'MemoryDenyWriteExecute'), 'yes', 'V8 needs W+X pages');
+  assert.equal(one(u, 'PrivateTmp'), 'yes');
+  assert.equal(one(u, 'RuntimeDirectory'), 'per-user-milter');
+  assert.equal(one(u, 'StandardOutput'), 'journal');
+  // Graceful stop: longer than the default filter.timeout (30 s) plus 2 s.
+  assert.ok(parseInt(one(u, 'TimeoutStopSec') ?? '0', 10) > 32);
+  assert.equal(one(u, 'KillSignal'), 'SIGTERM');
+  assert.match(one(u, 'ExecReload') ?? '', /kill -HUP \$MAINPID/);
+});
+
+test('sysusers.d and tmpfiles.d create the user, the 0700 spool and the setgid Postfix socket dir', (t) => {
+  if (lacksRoot(t) || lacksCommand(t, 'systemd-sysusers', 'systemd') || lacksCommand(t, 'systemd-tmpfiles', 'systemd')) return;
+  const root = tmpDir('root');
+  for (const d of ['etc/sysusers.d', 'etc/tmpfiles.d', 'var/spool/postfix']) fs.mkdirSync(path.join(root, d), { recursive: true });
+  for (const f of fs.readdirSync(path.join(DEPLOY, 'systemd/sysusers.d'))) fs.copyFileSync(path.join(DEPLOY, 'systemd/sysusers.d', f), path.join(root, 'etc/sysusers.d', f));
+  for (const f of fs.readdirSync(path.join(DEPLOY, 'systemd/tmpfiles.d'))) fs.copyFileSync(path.join(DEPLOY, 'systemd/tmpfiles.d', f), path.join(root, 'etc/tmpfiles.d', f));
+  execFileSync('systemd-sysusers', [`--root=${root}`], { stdio: 'pipe' });
+  const passwd = fs.readFileSync(path.join(root, 'etc/passwd'), 'utf8');
+  const pw = /^per-user-milter:x:(\d+):(\d+):[^:]*:([^:]*):([^:\n]*)$/m.exec(passwd);
+  assert.ok(pw, passwd);
+  const uid = Number(pw[1]);
+  assert.ok(uid > 0 && uid < 1000, `a system uid, got ${uid}`);
+  assert.equal(pw[4], '/usr/sbin/nologin');
+  // What the postfix package would have made.
+  fs.appendFileSync(path.join(root, 'etc/group'), 'postfix:x:4242:\n');
+  execFileSync('systemd-tmpfiles', [`--root=${root}`, '--create'], { stdio: 'pipe' });
+  const spool = fs.statSync(path.join(root, 'var/spool/per-user-milter'));
+  assert.equal(spool.mode & 0o7777, 0o700);
+  assert.equal(spool.uid, uid);
+  const sock = fs.statSync(path.join(root, 'var/spool/postfix/per-user-milter'));
+  assert.equal(sock.mode & 0o7777, 0o2750, 'setgid, group may enter, others not');
+  assert.equal(sock.uid, uid);
+  assert.equal(sock.gid, 4242, 'group postfix');
+});
+
+// ---- the real thing: serve as a non-root user with the unit's capabilities ----
+
+/** CAP_SETUID -> setuid, for setpriv. */
+const setprivCap = (c: string) => c.replace(/^CAP_/, '').toLowerCase();
+
+function procStatus(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+/** Capability bit mask of CAP_* names (numbers from linux/capability.h). */
+function capMask(caps: string[]): bigint {
+  const bits: Record<string, number> = { CAP_KILL: 5, CAP_SETGID: 6, CAP_SETUID: 7, CAP_DAC_READ_SEARCH: 2 };
+  return caps.reduce((m, c) => m | (1n << BigInt(bits[c] ?? 63)), 0n);
+}
+
+/** Pids of live processes whose real uid is `uid`. */
+function processesOf(uid: number): number[] {
+  const pids: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const st = procStatus(Number(name));
+      if (Number((st.Uid ?? '').split(/\s+/)[0]) === uid && !(st.State ?? '').startsWith('Z')) pids.push(Number(name));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+const RECORD = `#!/bin/sh
+# Records who this filter runs as (test/deploy/systemd.test.ts).
+{
+  echo "uid=$(id -u)"
+  echo "gid=$(id -g)"
+  grep -E '^(CapPrm|CapEff|CapAmb|NoNewPrivs):' /proc/self/status
+} > "$HOME/ran-as"
+`;
+
+test("serve as a non-root user with the unit's capabilities runs filters as their users", { timeout: 120_000 }, async (t) => {
+  if (lacksRoot(t) || lacksCommand(t, 'setpriv', 'util-linux') || lacksServe(t)) return;
+  const unit = parseUnit(UNIT_TEXT());
+  const caps = unitCaps(unit, 'AmbientCapabilities');
+  assert.deepEqual(unitCaps(unit, 'CapabilityBoundingSet'), caps);
+
+  const svc = ensureUser('pumops-svc', { system: true });
+  const mta = ensureUser('pumops-mta', { system: true });
+  const accepter = ensureUser('pumops-cap1');
+  const rejecter = ensureUser('pumops-cap2');
+  const sleeper = ensureUser('pumops-cap3');
+  for (const u of [accepter, rejecter, sleeper]) fs.rmSync(path.join(u.home, 'ran-as'), { force: true });
+  writeFilter(accepter, RECORD + 'exit 0\n');
+  writeFilter(rejecter, RECORD + 'echo "5.7.1 pumops-cap2 says no"\nexit 1\n');
+  // Ignores SIGTERM, so only the SIGKILL after the grace period ends it.
+  writeFilter(sleeper, RECORD + "trap '' TERM\nsleep 60 &\nwait\nsleep 60\n");
+
+  // The layout the unit + tmpfiles.d give: a 0700 spool and a setgid socket
+  // directory whose group is the MTA's (pumops-mta stands in for postfix).
+  const base = tmpDir('caps');
+  fs.chmodSync(base, 0o755);
+  const spool = path.join(base, 'spool');
+  fs.mkdirSync(spool, { mode: 0o700 });
+  fs.chownSync(spool, svc.uid, svc.gid);
+  const sockDir = path.join(base, 'postfix-chroot', 'per-user-milter');
+  fs.mkdirSync(sockDir, { recursive: true });
+  fs.chmodSync(path.dirname(sockDir), 0o755);
+  fs.chownSync(sockDir, svc.uid, mta.gid);
+  fs.chmodSync(sockDir, 0o2750);
+  const sock = path.join(sockDir, 'milter.sock');
+  const metricsPort = await freePort(25410);
+  const config = path.join(base, 'config.json');
+  fs.writeFileSync(config, JSON.stringify({
+    milter: { listen: `unix:${sock}`, socketMode: '0660' },
+    spool: { dir: spool },
+    filter: { timeout: 1500, sandbox: 'setpriv', onError: 'accept' },
+    pool: { threads: 2 },
+    metrics: { listen: `127.0.0.1:${metricsPort}` },
+    log: { level: 'info', format: 'text' },
+  }, null, 2));
+  fs.chmodSync(config, 0o644);
+
+  // ExecStart of the unit, with our build instead of /usr/bin/per-user-milter,
+  // under User=/AmbientCapabilities=/CapabilityBoundingSet=/NoNewPrivileges=.
+  const capList = caps.map((c) => `+${setprivCap(c)}`).join(',');
+  const launcher = [
+    'setpriv', `--reuid=${svc.uid}`, `--regid=${svc.gid}`, '--clear-groups',
+    `--inh-caps=${capList}`, `--ambient-caps=${capList}`, `--bounding-set=-all,${capList}`, '--no-new-privs', '--',
+  ];
+  const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
+  const serve = await startServe(t, ['--config', config], {
+    launcher,
+    env: { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' },
+    ready: async () => fs.existsSync(sock) && (await httpGet(metricsUrl).catch(() => ({ status: 0 }))).status === 200,
+  });
+  const pid = serve.child.pid ?? 0;
+  const own = procStatus(pid);
+  assert.equal(Number(own.Uid?.split(/\s+/)[0]), svc.uid, 'serve runs as the service user');
+  assert.equal(BigInt('0x' + own.CapEff), capMask(caps), 'serve holds exactly the unit capabilities');
+  assert.equal(own.NoNewPrivs, '1');
+
+  // The socket: ours, group of the MTA through the setgid directory, 0660.
+  const st = fs.statSync(sock);
+  assert.ok(st.isSocket());
+  assert.equal(st.uid, svc.uid);
+  assert.equal(st.gid, mta.gid, 'socket group comes from the setgid directory');
+  assert.equal(st.mode & 0o777, 0o660);
+  // The MTA's user can connect; a user outside its group cannot even enter.
+  const tryConnect = (uid: number, gid: number) => spawnSync('setpriv', [
+    `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--', process.execPath, '-e',
+    `require('net').connect(${JSON.stringify(sock)}).on('connect',()=>process.exit(0)).on('error',e=>{console.error(e.code);process.exit(1)})`,
+  ], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(tryConnect(mta.uid, mta.gid).status, 0, 'the MTA user connects');
+  const denied = tryConnect(accepter.uid, accepter.gid);
+  assert.equal(denied.status, 1);
+  assert.match(denied.stderr, /EACCES/);
+
+  const spec = `unix:${sock}`;
+  const headers: Array<[string, string]> = [['From', 'sender@pumops.test'], ['Subject', 'capabilities']];
+  const ok = await deliver(spec, { from: 'sender@pumops.test', to: ['pumops-cap1@pumops.test'], headers, body: 'hello\n', queueId: 'CAP0001' });
+  assert.equal(ok.type, 'accept', `accepted: ${JSON.stringify(ok)}\n${serve.output()}`);
+  const no = await deliver(spec, { from: 'sender@pumops.test', to: ['pumops-cap2@pumops.test'], headers, body: 'hello\n', queueId: 'CAP0002' });
+  assert.equal(no.type, 'replycode', `rejected: ${JSON.stringify(no)}\n${serve.output()}`);
+  assert.equal(no.text, '550 5.7.1 pumops-cap2 says no');
+
+  for (const u of [accepter, rejecter]) {
+    const file = path.join(u.home, 'ran-as');
+    assert.ok(fs.existsSync(file), `${u.name}'s filter did not record a run: it did not run as ${u.name} (uid ${u.uid})\n${serve.output()}`);
+    const ran = fs.readFileSync(file, 'utf8');
+    assert.match(ran, new RegExp(`^uid=${u.uid}$`, 'm'), `${u.name}'s filter ran as its user:\n${ran}`);
+    assert.match(ran, new RegExp(`^gid=${u.gid}$`, 'm'));
+    // No capability may survive the switch between two non-root uids.
+    for (const set of ['CapPrm', 'CapEff', 'CapAmb']) {
+      assert.match(ran, new RegExp(`^${set}:\\s+0+$`, 'm'), `${u.name}'s filter still holds capabilities:\n${ran}`);
+    }
+    assert.match(ran, /^NoNewPrivs:\s+1$/m);
+  }
+
+  // A filter that outlives filter.timeout and ignores SIGTERM: the milter
+  // (not root) must be able to SIGKILL the recipient's process group
+  // (CAP_KILL). onError=accept, so the message is accepted.
+  const slow = await deliver(spec, { from: 'sender@pumops.test', to: ['pumops-cap3@pumops.test'], headers, body: 'hello\n', queueId: 'CAP0003' });
+  assert.equal(slow.type, 'accept', JSON.stringify(slow));
+  assert.match(fs.readFileSync(path.join(sleeper.home, 'ran-as'), 'utf8'), new RegExp(`^uid=${sleeper.uid}$`, 'm'));
+  await waitFor(`no process of ${sleeper.name} left`, 10_000, () => (processesOf(sleeper.uid).length === 0 ? true : undefined));
+  const metrics = (await httpGet(metricsUrl)).body;
+  assert.equal(metricValue(metrics, 'per_user_milter_filter_runs_total', { outcome: 'timeout' }), 1);
+  assert.equal(metricValue(metrics, 'per_user_milter_filter_runs_total', { outcome: 'accept' }), 1);
+  assert.equal(metricValue(metrics, 'per_user_milter_filter_runs_total', { outcome: 'reject' }), 1);
+
+  // systemd's stop: SIGTERM, exit 0.
+  assert.equal(await serve.stop(), 0, serve.output());
+});
