@@ -155,6 +155,26 @@ export class Metrics {
     this.protocolErrors.inc();
   }
 
+  /**
+   * Callbacks for the milter server's events (structurally its MilterEvents).
+   * A connection refused for maxConnections is reported closed (reason
+   * 'refused') without having been reported opened, so it does not move the
+   * gauge.
+   */
+  milterEvents(): {
+    connectionOpened(): void;
+    connectionClosed(info: { reason: string }): void;
+    protocolError(): void;
+  } {
+    return {
+      connectionOpened: () => this.connectionOpened(),
+      connectionClosed: (info) => {
+        if (info.reason !== 'refused') this.connectionClosed();
+      },
+      protocolError: () => this.protocolError(),
+    };
+  }
+
   /** The exposition text, as served on /metrics. */
   text(): Promise<string> {
     return this.registry.metrics();

@@ -164,3 +164,16 @@ test('an empty metrics.listen disables the endpoint', async () => {
   assert.equal(await server.start(), null);
   await server.close();
 });
+
+test('milterEvents: refused connections do not move connections_active', async () => {
+  const metrics = createMetrics({ perUserLabels: false, processMetrics: false });
+  const events = metrics.milterEvents();
+  events.connectionOpened();
+  events.connectionOpened();
+  events.connectionClosed({ reason: 'refused' });
+  events.connectionClosed({ reason: 'quit' });
+  events.protocolError();
+  const body = await metrics.text();
+  assert.equal(sample(body, 'per_user_milter_connections_active'), 1);
+  assert.equal(sample(body, 'per_user_milter_protocol_errors_total'), 1);
+});
