@@ -132,6 +132,45 @@ export class Rig {
     if (m) await m.stop();
   }
 
+  /** Gives every test user the filter named here (others get none) and clears what earlier filters wrote. */
+  setFilters(map: Record<string, string | null>): void {
+    for (const u of this.users.all) {
+      u.clean();
+      const short = u.name.slice(`pumtest-${this.users.tag}-`.length);
+      u.setFilter(map[short] ?? null);
+    }
+  }
+
+  /**
+   * Sends like a well-behaved SMTP client: recipients answered with a 4xx at
+   * RCPT (policy.mixed=split's "452 4.5.3 Try again in a separate
+   * transaction") are sent again in a new transaction, until none is left.
+   * Returns one result per transaction with the recipients it carried.
+   */
+  async sendRetrying(
+    to: readonly string[],
+    o: Omit<SwaksOptions, 'port' | 'to'> = {},
+  ): Promise<{ caseId: string; transactions: (SwaksResult & { to: string[]; accepted: string[]; deferred: string[] })[] }> {
+    const caseId = randomTag(6);
+    const transactions: (SwaksResult & { to: string[]; accepted: string[]; deferred: string[] })[] = [];
+    let pending = [...to];
+    while (pending.length > 0) {
+      if (transactions.length >= to.length) throw new Error(`still deferring ${pending.join(', ')} after ${transactions.length} transactions`);
+      const r = await this.send({ ...o, to: pending, caseId });
+      const accepted: string[] = [];
+      const deferred: string[] = [];
+      pending.forEach((rcpt, i) => {
+        const reply = r.rcptReplies[i] ?? '';
+        if (/^2/.test(reply)) accepted.push(rcpt);
+        else if (/^4/.test(reply)) deferred.push(rcpt);
+      });
+      transactions.push({ ...r, to: pending, accepted, deferred });
+      if (accepted.length === 0 && deferred.length === pending.length) throw new Error(`every recipient deferred:\n${r.transcript}`);
+      pending = deferred;
+    }
+    return { caseId, transactions };
+  }
+
   user(short: string): TestUser {
     return this.users.get(short);
   }

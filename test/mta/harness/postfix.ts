@@ -162,7 +162,6 @@ export async function startPostfix(opts: PostfixOptions): Promise<Postfix> {
     await runOk('postconf', ['-c', etc, '-F', '*/*/chroot = n']);
     await runOk('postconf', ['-c', etc, '-M#', 'smtp/inet']);
     await runOk('postconf', ['-c', etc, '-M', `127.0.0.1:${port}/inet=127.0.0.1:${port} inet n - n - - smtpd`]);
-    await pf('check');
     await pf('start');
     await waitFor(`postfix on 127.0.0.1:${port}`, () => canConnect({ port }), 15_000);
   } catch (e) {

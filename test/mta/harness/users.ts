@@ -17,8 +17,10 @@ export interface TestUser {
   file(rel: string): string;
   /** Contents of a file in the user's home, or undefined. */
   read(rel: string): string | undefined;
-  /** Removes files the filters wrote (saved.*), keeps the filter. */
+  /** Removes files the filters wrote (runs, saved.*), keeps the filter. */
   clean(): void;
+  /** The RECIPIENT of every filter run since clean(). */
+  runs(): string[];
 }
 
 export interface TestUsers {
@@ -28,15 +30,25 @@ export interface TestUsers {
   remove(): Promise<void>;
 }
 
-/** Ready-made filter scripts (POSIX sh). Every one reads all of stdin first, as real filters do. */
+/**
+ * Ready-made filter scripts (POSIX sh). Every one first appends
+ * "$RECIPIENT" to ~/runs (so a test can count the runs), then reads all of
+ * stdin, as real filters do.
+ */
+const RUN = 'echo "$RECIPIENT" >> "$HOME/runs"\n';
 export const filters = {
-  accept: () => 'cat >/dev/null\nexit 0\n',
-  reject: (text: string) => `cat >/dev/null\necho '${text}'\nexit 1\n`,
-  tempfail: (text: string) => `cat >/dev/null\necho '${text}'\nexit 75\n`,
+  accept: () => `${RUN}cat >/dev/null\nexit 0\n`,
+  reject: (text: string) => `${RUN}cat >/dev/null\necho '${text}'\nexit 1\n`,
+  tempfail: (text: string) => `${RUN}cat >/dev/null\necho '${text}'\nexit 75\n`,
   /** Never finishes on its own (killed by filter.timeout). */
-  hang: () => 'cat >/dev/null\nsleep 3600\nexit 0\n',
-  /** Saves the message and its environment in the home directory, then exits `code`. */
-  save: (code = 0) => `cat > "$HOME/saved.eml"\nenv > "$HOME/saved.env"\nid > "$HOME/saved.id"\nexit ${code}\n`,
+  hang: () => `${RUN}cat >/dev/null\nsleep 3600\nexit 0\n`,
+  /** Takes `seconds`, then accepts. */
+  slow: (seconds: number) => `${RUN}cat >/dev/null\nsleep ${seconds}\nexit 0\n`,
+  /** Saves the message, its environment, id and cwd in the home directory, then exits `code`. */
+  save: (code = 0) =>
+    `${RUN}cat > "$HOME/saved.eml"\nenv > "$HOME/saved.env"\nid > "$HOME/saved.id"\npwd > "$HOME/saved.pwd"\numask > "$HOME/saved.umask"\nexit ${code}\n`,
+  /** Any script body. */
+  script: (body: string) => `${RUN}${body}`,
 };
 
 async function retry(cmd: string, args: string[]): Promise<void> {
@@ -96,8 +108,12 @@ export async function createTestUsers(shorts: readonly string[]): Promise<TestUs
           const p = path.join(home, rel);
           return existsSync(p) ? readFileSync(p, 'latin1') : undefined;
         },
+        runs: () => {
+          const p = path.join(home, 'runs');
+          return existsSync(p) ? readFileSync(p, 'latin1').split('\n').filter((l) => l !== '') : [];
+        },
         clean() {
-          for (const f of ['saved.eml', 'saved.env', 'saved.id']) rmSync(path.join(home, f), { force: true });
+          for (const f of ['runs', 'saved.eml', 'saved.env', 'saved.id', 'saved.pwd', 'saved.umask']) rmSync(path.join(home, f), { force: true });
         },
       });
     }

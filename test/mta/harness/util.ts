@@ -180,3 +180,20 @@ export async function procMemory(pid: number): Promise<{ rss: number; hwm: numbe
   };
   return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
 }
+
+/** PIDs of the processes whose real uid is `uid` (from /proc). */
+export async function processesOf(uid: number): Promise<number[]> {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const out: number[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const status = await readFile(`/proc/${name}/status`, 'utf8');
+      const m = /^Uid:\s+(\d+)/m.exec(status);
+      if (m && Number(m[1]) === uid) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
