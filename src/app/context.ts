@@ -1,0 +1,35 @@
+// What the application needs from the rest of the process. The composition
+// root (src/cli/serve.ts) builds one AppContext; a SIGHUP reload swaps the
+// settings inside it, so every new message sees the new configuration while
+// messages in flight finish under the old one.
+import type { Config } from '../config/schema.js';
+import type { FilterJob, FilterResult, Outcome } from '../pool/job.js';
+import type { UserAccount } from '../users/user.js';
+import type { Recipient, RcptInput } from '../recipients/index.js';
+import type { Spool } from '../spool/index.js';
+import type { Action } from '../policy/index.js';
+import type { MilterLogger } from '../milter/application.js';
+
+/** Runs one filter job (the piscina pool in production). */
+export interface FilterRunner {
+  run(job: FilterJob): Promise<FilterResult>;
+}
+
+/** The counters the application moves (src/metrics implements them with prom-client). */
+export interface AppMetrics {
+  message(action: Action): void;
+  filterRun(outcome: Outcome, durationMs: number, user: string): void;
+  recipient(kind: 'local' | 'nonlocal'): void;
+  spoolBytes(bytes: number): void;
+}
+
+export interface AppContext {
+  /** The configuration in force for new messages. */
+  config(): Config;
+  classify(input: RcptInput): Promise<Recipient>;
+  hasFilter(user: UserAccount): Promise<boolean>;
+  spool: Spool;
+  runner: FilterRunner;
+  metrics: AppMetrics;
+  log: MilterLogger;
+}

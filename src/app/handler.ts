@@ -1,0 +1,179 @@
+// One MTA connection of per-user-milter: collects the envelope, classifies
+// recipients at RCPT, accepts early when no local recipient has a filter,
+// spools the message, and at end of message asks every local user's filter
+// (./verdict.ts). Per-transaction state is reset at MAIL and ABORT.
+import type { ConnectionContext, ConnectFamily, EomResult, MilterHandler, StepResult } from '../milter/application.js';
+import { TransactionRecipients } from '../recipients/index.js';
+import type { SpoolFile } from '../spool/index.js';
+import { decideOversize, mustSplit, OVERSIZE_REPLY, SPLIT_REPLY } from '../policy/index.js';
+import { SMFIP_HDR_LEADSPC } from '../milter/constants.js';
+import type { AppContext } from './context.js';
+import { askFilters, customReply, logMessage, type Transaction } from './verdict.js';
+
+const latin1 = (b: Buffer | undefined): string => (b === undefined ? '' : b.toString('latin1'));
+
+/** `<a@b>` -> `a@b`; the null sender `<>` -> ''. */
+export function stripBrackets(addr: string): string {
+  const t = addr.trim();
+  return t.startsWith('<') && t.endsWith('>') ? t.slice(1, -1) : t;
+}
+
+export class PerUserHandler implements MilterHandler {
+  private clientAddress = '';
+  private clientHostname = '';
+  private heloName = '';
+  private tx: Transaction | null = null;
+
+  constructor(
+    private readonly app: AppContext,
+    private readonly conn: ConnectionContext,
+  ) {}
+
+  connect(hostname: string, _family: ConnectFamily, _port: number, address: string): StepResult {
+    // Sendmail prefixes IPv6 addresses with "IPv6:"; filters get the bare address.
+    this.clientAddress = (this.conn.macros.get('{client_addr}') ?? address).replace(/^IPv6:/i, '');
+    this.clientHostname = this.conn.macros.get('{client_name}') ?? hostname;
+    return 'continue';
+  }
+
+  helo(name: string): StepResult {
+    this.heloName = name;
+    return 'continue';
+  }
+
+  async mail(args: readonly Buffer[]): Promise<StepResult> {
+    await this.abort();
+    const config = this.app.config();
+    this.tx = {
+      config,
+      sender: stripBrackets(latin1(args[0])),
+      recipients: new TransactionRecipients(),
+      filtered: new Set<string>(),
+      file: null,
+      queueId: this.conn.macros.get('i') ?? '',
+      started: performance.now(),
+      client: {
+        address: this.clientAddress,
+        hostname: this.clientHostname,
+        helo: this.heloName,
+        protocol: this.conn.macros.get('r') ?? '',
+        saslMethod: this.conn.macros.get('{auth_type}') ?? '',
+        saslUsername: this.conn.macros.get('{auth_authen}') ?? '',
+      },
+    };
+    return 'continue';
+  }
+
+  async rcpt(args: readonly Buffer[]): Promise<StepResult> {
+    const tx = this.tx;
+    if (tx === null) return 'continue'; // RCPT without MAIL: the engine's state machine already objects
+    this.noteQueueId(tx);
+    const recipient = await this.app.classify({
+      rcpt: latin1(args[0]),
+      rcptMailer: this.conn.macros.get('{rcpt_mailer}'),
+      rcptAddr: this.conn.macros.get('{rcpt_addr}'),
+    });
+    if (recipient.kind === 'local') {
+      const withFilter = tx.filtered.has(recipient.user.name) || (await this.app.hasFilter(recipient.user));
+      if (mustSplit({ mixed: tx.config.policy.mixed, filteredUsers: tx.filtered, user: recipient.user.name, hasFilter: withFilter })) {
+        this.conn.log.debug({ rcpt: recipient.rcpt, user: recipient.user.name }, 'split: deferring recipient to its own transaction');
+        return customReply(SPLIT_REPLY);
+      }
+      if (withFilter) tx.filtered.add(recipient.user.name);
+    } else {
+      this.conn.log.debug({ rcpt: recipient.rcpt, reason: recipient.reason }, 'non-local recipient');
+    }
+    tx.recipients.add(recipient);
+    this.app.metrics.recipient(recipient.kind === 'local' ? 'local' : 'nonlocal');
+    return 'continue';
+  }
+
+  /** All recipients are known: accept at once when nobody has a say, else start spooling. */
+  async data(): Promise<StepResult> {
+    return this.startMessage();
+  }
+
+  async header(name: string, value: Buffer): Promise<StepResult> {
+    const started = await this.startMessage(); // MTAs that never send DATA (protocol v2/v3)
+    if (started !== 'continue') return started;
+    await this.tx?.file?.header(name, value);
+    return 'continue';
+  }
+
+  async eoh(): Promise<StepResult> {
+    const started = await this.startMessage();
+    if (started !== 'continue') return started;
+    await this.tx?.file?.endHeaders();
+    return 'continue';
+  }
+
+  async body(chunk: Buffer): Promise<StepResult> {
+    const tx = this.tx;
+    const file = tx?.file;
+    if (!tx || !file) return 'continue';
+    await file.write(chunk);
+    if (!file.oversize) return 'continue';
+    return this.finishOversize(tx, file);
+  }
+
+  async eom(): Promise<EomResult | StepResult> {
+    const tx = this.tx;
+    if (tx === null) return 'continue';
+    this.noteQueueId(tx);
+    const file = tx.file;
+    if (file === null) {
+      // Accepted early (no filters) — the MTA should not have sent more; be safe.
+      return 'accept';
+    }
+    try {
+      if (file.oversize) return await this.finishOversize(tx, file);
+      await file.close();
+      this.app.metrics.spoolBytes(file.bytesWritten);
+      return await askFilters(this.app, this.conn, tx, file.path);
+    } finally {
+      await this.abort();
+    }
+  }
+
+  async abort(): Promise<void> {
+    const tx = this.tx;
+    this.tx = null;
+    if (tx?.file) await tx.file.remove();
+  }
+
+  async close(): Promise<void> {
+    await this.abort();
+  }
+
+  private noteQueueId(tx: Transaction): void {
+    // Postfix sends {i} only from the second RCPT or DATA on: keep the last one seen.
+    tx.queueId = this.conn.macros.get('i') ?? tx.queueId;
+  }
+
+  private async startMessage(): Promise<StepResult> {
+    const tx = this.tx;
+    if (tx === null || tx.file !== null) return 'continue';
+    this.noteQueueId(tx);
+    if (tx.filtered.size === 0) {
+      // Contract §5.5: no local recipient with a filter -> accept without the body.
+      logMessage(this.conn, tx, [], 'accept', 'no local recipient with a filter');
+      this.app.metrics.message('accept');
+      this.tx = null;
+      return 'accept';
+    }
+    tx.file = await this.app.spool.create(tx.sender, {
+      lineEndings: tx.config.filter.lineEndings,
+      headerLeadingSpace: (this.conn.negotiated.protocol & SMFIP_HDR_LEADSPC) !== 0,
+      maxMessageBytes: tx.config.milter.maxMessageSize,
+    });
+    return 'continue';
+  }
+
+  private async finishOversize(tx: Transaction, file: SpoolFile): Promise<StepResult> {
+    const decision = decideOversize({ oversize: tx.config.policy.oversize, dryRun: tx.config.policy.dryRun });
+    logMessage(this.conn, tx, [], decision.action, `oversize (${file.messageBytes} > ${tx.config.milter.maxMessageSize} bytes)`, decision.dryRunWouldBe?.action);
+    this.app.metrics.message(decision.action);
+    await this.abort();
+    return decision.action === 'reject' ? customReply(decision.reply ?? OVERSIZE_REPLY) : 'accept';
+  }
+}
