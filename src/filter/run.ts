@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import type { FilterJob, FilterResult, Outcome } from '../pool/job.js';
 import { checkFilter } from './checks.js';
 import { closeStrayDescriptors } from './fds.js';
+import { killSurvivors, marksOf, type Marks } from './hunt.js';
 import { filterPathFor } from './locate.js';
 import { outcomeOf, replyTextOf } from './outcome.js';
 import { buildLaunch, filterEnvironment, sandboxWarnings, type LaunchInput } from './sandbox.js';
@@ -135,13 +136,22 @@ export async function runFilter(job: FilterJob, opts: RunOptions = {}): Promise<
       umaskShim: !umaskIs077(),
       ...(privileged ? {} : { hardLimits: ownHardLimits() }),
     });
-    return await spawnAndWait(job, plan, spool.fd, started);
+    const st = await spool.stat();
+    const runUid = privileged ? user.uid : (process.getuid?.() ?? -1);
+    return await spawnAndWait(job, plan, spool.fd, started, runUid, { dev: st.dev, ino: st.ino });
   } finally {
     await spool.close().catch(() => undefined);
   }
 }
 
-async function spawnAndWait(job: FilterJob, plan: ReturnType<typeof buildLaunch>, stdinFd: number, started: number): Promise<FilterResult> {
+async function spawnAndWait(
+  job: FilterJob,
+  plan: ReturnType<typeof buildLaunch>,
+  stdinFd: number,
+  started: number,
+  runUid: number,
+  spoolId: { dev: number; ino: number },
+): Promise<FilterResult> {
   const { settings } = job;
   const cap = new Capture(settings.limits.outputBytes);
   let timedOut = false;
@@ -167,6 +177,9 @@ async function spawnAndWait(job: FilterJob, plan: ReturnType<typeof buildLaunch>
     ...(plan.gid !== undefined ? { gid: plan.gid } : {}),
   });
   const pid = child.pid;
+  // What the filter holds, to recognise its processes after a timeout even if they left the group.
+  const marks: Marks | null = pid === undefined ? null : marksOf(pid, runUid, spoolId);
+  let survivors: number[] = [];
 
   child.stdout?.on('data', (c: Buffer) => cap.take(cap.stdout, c));
   child.stderr?.on('data', (c: Buffer) => cap.take(cap.stderr, c));
@@ -198,6 +211,7 @@ async function spawnAndWait(job: FilterJob, plan: ReturnType<typeof buildLaunch>
       timers.push(
         setTimeout(() => {
           killGroup('SIGKILL');
+          if (marks) survivors = killSurvivors(marks);
           // A process that left the group (setsid) may still hold our pipes:
           // stop reading, so the result comes back now.
           child.stdout?.destroy();
@@ -223,6 +237,7 @@ async function spawnAndWait(job: FilterJob, plan: ReturnType<typeof buildLaunch>
     // child, a daemon that did not setsid) goes too. The group's pid cannot
     // have been reused yet: pids are handed out cyclically.
     killGroup('SIGKILL');
+    if (timedOut && marks) survivors.push(...killSurvivors(marks));
     child.stdout?.destroy();
     child.stderr?.destroy();
   }
@@ -237,7 +252,12 @@ async function spawnAndWait(job: FilterJob, plan: ReturnType<typeof buildLaunch>
   const outcome = outcomeOf({ exitCode, signal, timedOut, launchError }, settings.exitCodes);
   const logParts: string[] = [];
   if (launchError !== null) logParts.push(launchError);
-  if (timedOut) logParts.push(`timed out after ${settings.timeout} ms; process group killed`);
+  if (timedOut) {
+    logParts.push(
+      `timed out after ${settings.timeout} ms; process group killed` +
+        (survivors.length > 0 ? `, and ${survivors.length} process(es) that had left it` : ''),
+    );
+  }
   if (stdout.length > 0) logParts.push(`stdout: ${stdout.toString('utf8')}`);
   if (stderr.length > 0) logParts.push(`stderr: ${stderrText}`);
   if (cap.dropped > 0) logParts.push(`(${cap.dropped} more bytes of output dropped)`);

@@ -22,8 +22,8 @@ export interface World {
   /** Installs fixture `name` as `user`'s ~/.user-milter (owner user, mode 0755 unless given). */
   install(user: UserAccount, name: string, opts?: { mode?: number; owner?: number; at?: string }): string;
   job(user: UserAccount, spoolPath: string, settings?: Partial<FilterSettings>, envelope?: Partial<EnvelopeFacts>): FilterJob;
-  /** Live (non-zombie) processes of a uid: "pid comm" lines. */
-  processesOf(uid: number): string[];
+  /** Live (non-zombie, unless asked) processes of a uid: "pid stat comm" lines. */
+  processesOf(uid: number, withZombies?: boolean): string[];
   cleanup(): void;
 }
 
@@ -117,7 +117,7 @@ export function makeWorld(tag: string): World {
     job(user, spoolPath, settings = {}, envelope = {}) {
       return { spoolPath, user, envelope: envelopeFor(user, envelope), settings: defaultSettings(settings) };
     },
-    processesOf(uid) {
+    processesOf(uid, withZombies = false) {
       let out = '';
       try {
         out = execFileSync('ps', ['-u', String(uid), '-o', 'pid=,stat=,comm='], { encoding: 'utf8' });
@@ -127,7 +127,7 @@ export function makeWorld(tag: string): World {
       return out
         .split('\n')
         .map((l) => l.trim())
-        .filter((l) => l !== '' && !/^\d+\s+Z/.test(l));
+        .filter((l) => l !== '' && (withZombies || !/^\d+\s+Z/.test(l)));
     },
     cleanup() {
       for (const u of Object.values(users)) killUid(u.uid);
@@ -138,12 +138,12 @@ export function makeWorld(tag: string): World {
 }
 
 /** Waits until `uid` has no live process, up to `ms`; returns what is left. */
-export async function settle(world: World, uid: number, ms = 1500): Promise<string[]> {
+export async function settle(world: World, uid: number, ms = 1500, withZombies = false): Promise<string[]> {
   const until = Date.now() + ms;
-  let left = world.processesOf(uid);
+  let left = world.processesOf(uid, withZombies);
   while (left.length > 0 && Date.now() < until) {
     await new Promise((r) => setTimeout(r, 100));
-    left = world.processesOf(uid);
+    left = world.processesOf(uid, withZombies);
   }
   return left;
 }
