@@ -23,6 +23,11 @@ export interface MilterClientOptions {
   readonly timeout?: number;
   /** Largest reply packet accepted. Default 1 MiB. */
   readonly maxFrameLength?: number;
+  /**
+   * TCP_NODELAY on our side. Default true. Postfix leaves Nagle on; set false
+   * to reproduce its write pattern (load tests for the delayed-ACK stall).
+   */
+  readonly noDelay?: boolean;
 }
 
 /** What came back for end of message: modifications in order, how many PROGRESS, and the final reply. */
@@ -93,7 +98,7 @@ export class MilterClient {
       socket.once('connect', () => {
         clearTimeout(timer);
         socket.removeAllListeners('error');
-        socket.setNoDelay(true);
+        socket.setNoDelay(options.noDelay ?? true);
         resolve(new MilterClient(socket, options));
       });
     });
