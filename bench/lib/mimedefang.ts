@@ -112,7 +112,9 @@ export async function startMimeDefang(dir: string, opts: { minWorkers: number; m
     'mimedefang-multiplexor',
     '/usr/bin/mimedefang-multiplexor',
     ['-D', '-U', 'defang', '-z', spool, '-s', mxSock, '-f', '/usr/bin/mimedefang.pl', '-F', filter,
-     '-m', String(opts.minWorkers), '-x', String(opts.maxWorkers), '-r', '100000', '-p', path.join(spool, 'mx.pid')],
+     '-m', String(opts.minWorkers), '-x', String(opts.maxWorkers), '-r', '100000',
+     // queue requests when every worker is busy (like per-user-milter's pool queue) instead of failing them
+     '-q', '200', '-Q', '120', '-p', path.join(spool, 'mx.pid')],
     path.join(dir, 'multiplexor.log'),
   );
   await waitForSocket('mimedefang-multiplexor', { path: mxSock }, multiplexor.child);
@@ -120,7 +122,7 @@ export async function startMimeDefang(dir: string, opts: { minWorkers: number; m
   const milter = Daemon.start(
     'mimedefang',
     '/usr/bin/mimedefang',
-    ['-D', '-U', 'defang', '-z', spool, '-m', mxSock, '-p', socket.spec, '-X', '-P', path.join(spool, 'md.pid')],
+    ['-D', '-U', 'defang', '-z', spool, '-m', mxSock, '-p', socket.spec, '-X', '-q', '-P', path.join(spool, 'md.pid')],
     path.join(dir, 'mimedefang.log'),
   );
   const sockPath = (socket.connect as { path: string }).path;

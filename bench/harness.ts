@@ -1,0 +1,599 @@
+// The benchmark: every scenario and baseline in one run, on loopback only,
+// bounded in message count and in time per scenario. bench/run.ts is the
+// command line; test/bench/smoke.test.ts runs the smoke set.
+//
+// Layers:
+//   milter  the in-repo client drives the milter directly (protocol cost);
+//   smtp    smtp-source through a private Postfix into discard: (end to end);
+//   spawn   the plain sandbox-spawn loop of bench/runner.ts (per-recipient floor).
+// Systems: per-user-milter, the C null milter (protocol floor), Postfix with
+// no milter, MIMEDefang doing the same per-user work (the peer).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { buildNullMilter, Daemon, repoRoot, startNullMilter, startPerUserMilter, unixSocket, type SocketSpec } from './lib/daemons.js';
+import { installSudoers, removeSudoers, startMimeDefang, type MimeDefangPeer } from './lib/mimedefang.js';
+import { runMilterLoad, type MilterRecipient } from './lib/milter-load.js';
+import { ProcessMeter } from './lib/proc.js';
+import type { BenchRun, FilterKindOrNone, ScenarioResult, System, TargetCheck } from './lib/results.js';
+import { runSpawnBaseline } from './lib/spawn-baseline.js';
+import { DISCARD_DOMAIN, LOCAL_DOMAIN, runSmtpLoad, startBenchPostfix, type BenchPostfix } from './lib/smtp.js';
+import { fmt, ratio } from './lib/stats.js';
+import { createUsers, removeUsers, setFilters, USER_PREFIX, type BenchUser, type FilterKind } from './lib/users.js';
+
+export interface BenchOptions {
+  /** Where results.json, report.md, chart.svg and the work files go. */
+  outDir: string;
+  /** Tiny counts: milter-protocol load on the null milter and per-user-milter pass-through, one Postfix pass-through. */
+  smoke: boolean;
+  /** Only scenarios whose id matches (baselines they are compared with still run). */
+  only: RegExp | null;
+  /** Multiplies every message count. */
+  scale: number;
+  /** Upper bound on one scenario's load phase, seconds. */
+  maxSeconds: number;
+  /** Run bench/setup.sh (apt-get install what is missing) first. */
+  setup: boolean;
+  /** Include MIMEDefang. */
+  peer: boolean;
+  /** Parallel connections / SMTP sessions. */
+  concurrency: number;
+  /** pool.threads for per-user-milter (default: its own default, the CPU count). */
+  threads: number;
+  /** First port of the range the bench may use (25500-25599). */
+  portBase: number;
+  log: (line: string) => void;
+}
+
+export const DEFAULT_OPTIONS: BenchOptions = {
+  outDir: path.join(repoRoot, 'bench', 'results'),
+  smoke: false,
+  only: null,
+  scale: 1,
+  maxSeconds: 12,
+  setup: true,
+  peer: true,
+  concurrency: 10,
+  threads: os.availableParallelism(),
+  portBase: 25500,
+  log: (line) => process.stderr.write(line + '\n'),
+};
+
+const KB4 = 4096;
+const KB100 = 100 * 1024;
+const MB10 = 10 * 1024 * 1024;
+const RECIPIENT_COUNTS = [1, 3, 10];
+
+function sizeTag(size: number): string {
+  return size >= 1024 * 1024 ? `${size / (1024 * 1024)}m` : `${size / 1024}k`;
+}
+
+function machineInfo(): Record<string, string> {
+  const cpu = os.cpus()[0]?.model ?? 'unknown';
+  const version = (cmd: string, args: string[], re: RegExp): string => {
+    try {
+      const r = spawnSync(cmd, args, { encoding: 'utf8' });
+      return re.exec(`${r.stdout}${r.stderr}`)?.[1] ?? 'unknown';
+    } catch {
+      return 'unknown';
+    }
+  };
+  const dpkg = (p: string): string => version('dpkg-query', ['-W', '-f=${Version}', p], /^(\S+)/);
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+  } catch {
+    // not a git checkout
+  }
+  let osName = 'unknown';
+  try {
+    osName = /PRETTY_NAME="([^"]+)"/.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? osName;
+  } catch {
+    // no os-release
+  }
+  return {
+    cpu: `${cpu} × ${os.availableParallelism()}`,
+    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+    os: `${osName}, Linux ${os.release()}`,
+    node: process.version,
+    postfix: dpkg('postfix'),
+    mimedefang: dpkg('mimedefang'),
+    libmilter: dpkg('libmilter1.0.1'),
+    commit,
+    'load average at start': os.loadavg().map((v) => v.toFixed(2)).join(' '),
+  };
+}
+
+function emptyLatency(): ScenarioResult['latencyMs'] {
+  return { count: 0, p50: Number.NaN, p95: Number.NaN, p99: Number.NaN, max: Number.NaN, mean: Number.NaN };
+}
+
+interface ScenarioBase {
+  id: string;
+  title: string;
+  system: System;
+  sandbox: ScenarioResult['sandbox'];
+  recipients: number;
+  local: boolean;
+  filter: FilterKindOrNone;
+  size: number;
+}
+
+/** How many messages a scenario gets: cheap ones more, expensive ones fewer; always bounded by maxSeconds too. */
+function messageCount(o: BenchOptions, base: { size: number; recipients: number; filter: FilterKindOrNone; system: System }): number {
+  if (o.smoke) return 30;
+  let n: number;
+  if (base.size >= MB10) n = 30;
+  else if (base.size >= KB100) n = 200;
+  else if (base.filter === 'none') n = 600;
+  else if (base.filter === 'slow') n = 100;
+  else n = base.recipients >= 10 ? 150 : 300;
+  return Math.max(5, Math.round(n * o.scale));
+}
+
+/** What must be undone (Postfix stop, users, sudoers rule), newest last; see emergencyCleanup(). */
+const pendingCleanups: Array<() => Promise<void> | void> = [];
+/** Daemons currently running, stopped by PID on an interrupt. */
+const liveDaemons = new Set<{ stop(): Promise<void> }>();
+
+/** For a SIGINT/SIGTERM in the middle of a run: stop what we started, undo users and sudoers. */
+export async function emergencyCleanup(): Promise<void> {
+  for (const d of [...liveDaemons]) await d.stop().catch(() => undefined);
+  liveDaemons.clear();
+  for (const c of pendingCleanups.splice(0).reverse()) {
+    try {
+      await c();
+    } catch {
+      // best effort
+    }
+  }
+}
+
+function track<T extends { stop(): Promise<void> }>(d: T): T {
+  liveDaemons.add(d);
+  const stop = d.stop.bind(d);
+  d.stop = async () => {
+    liveDaemons.delete(d);
+    await stop();
+  };
+  return d;
+}
+
+export async function runBench(partial: Partial<BenchOptions> = {}): Promise<BenchRun> {
+  const o: BenchOptions = { ...DEFAULT_OPTIONS, ...partial };
+  const log = o.log;
+  const started = new Date();
+  const work = path.join(o.outDir, 'work');
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
+  const scenarios: ScenarioResult[] = [];
+  const skipped: string[] = [];
+  const cleanups = pendingCleanups;
+  cleanups.length = 0;
+  const wanted = (id: string): boolean => !o.only || o.only.test(id);
+
+  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (test users, setuid filters, a private Postfix)');
+  if (o.setup) {
+    const r = spawnSync('bash', [path.join(repoRoot, 'bench', 'setup.sh')], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+    log(r.stdout.trim());
+    if (r.status !== 0) throw new Error(`bench/setup.sh failed: ${r.stderr}`);
+  }
+  const machine = machineInfo();
+  log(`bench: ${machine.cpu}, node ${machine.node}, postfix ${machine.postfix}, mimedefang ${machine.mimedefang}`);
+
+  const maxRcpt = o.smoke ? 1 : Math.max(...RECIPIENT_COUNTS);
+  let users: BenchUser[] = [];
+  const recipientMap = path.join(work, 'recipients.map');
+  const numbered: Record<string, string> = {};
+  for (let k = 2; k <= maxRcpt; k++) numbered[`${k}${USER_PREFIX}1`] = `${USER_PREFIX}${k}`;
+  writeFileSync(recipientMap, Object.entries(numbered).map(([a, u]) => `${a} ${u}`).join('\n') + '\n');
+
+  const ports = { smtp: o.portBase };
+
+  try {
+    if (!o.smoke) {
+      removeUsers(); // leftovers of an interrupted run
+      users = createUsers(maxRcpt);
+      cleanups.push(() => {
+        const gone = removeUsers();
+        log(`bench: removed users ${gone.join(' ')}`);
+      });
+    }
+    const nullBin = buildNullMilter(work);
+    const localRcpts = (n: number): MilterRecipient[] => users.slice(0, n).map((u) => ({ address: `${u.name}@${LOCAL_DOMAIN}`, mailer: 'local' }));
+    const passRcpts = (n: number): MilterRecipient[] => Array.from({ length: n }, (_, i) => ({ address: `rcpt${i + 1}@${DISCARD_DOMAIN}`, mailer: 'smtp' }));
+    const useFilter = (kind: FilterKindOrNone): void => {
+      if (users.length > 0) setFilters(users, kind === 'none' ? null : (kind as FilterKind));
+    };
+
+    // ---- spawn layer: the per-recipient floor ------------------------------------------
+    if (!o.smoke) {
+      for (const sandbox of ['setpriv', 'bwrap'] as const) {
+        const id = `spawn/${sandbox}/4k/trivial`;
+        if (!wanted(id) && !wanted('milter/pum-')) continue;
+        useFilter('trivial');
+        log(`bench: ${id}`);
+        try {
+          const u = users[0] as BenchUser;
+          const r = await runSpawnBaseline({ user: u, sandbox, size: KB4, runs: Math.round(200 * o.scale), concurrency: 1, maxSeconds: o.maxSeconds, workDir: path.join(work, `spawn-${sandbox}`) });
+          scenarios.push({
+            id,
+            title: `plain sandbox-spawn loop (${sandbox}, trivial filter), ${r.source}`,
+            layer: 'spawn',
+            system: 'spawn-loop',
+            sandbox,
+            recipients: 1,
+            local: true,
+            filter: 'trivial',
+            size: KB4,
+            concurrency: 1,
+            messages: r.runs,
+            elapsedSeconds: r.elapsedSeconds,
+            messagesPerSecond: r.runs / r.elapsedSeconds,
+            latencyMs: r.latencyMs,
+            cpuSecondsPerMessage: r.cpuSecondsPerRun,
+            machineCpuSecondsPerMessage: r.machineCpuSecondsPerRun,
+            rssStartBytes: null,
+            rssPeakBytes: null,
+            rssGrowthBytes: null,
+            rejects: 0,
+            tempfails: 0,
+            errors: r.errors,
+            timedOut: r.timedOut,
+            ratios: {},
+            notes: r.notes,
+          });
+        } catch (e) {
+          skipped.push(`${id}: ${(e as Error).message}`);
+        }
+      }
+    }
+
+    // ---- milter layer -----------------------------------------------------------
+    const milterScenario = async (base: ScenarioBase, socket: SocketSpec, pid: number, rcpts: MilterRecipient[]): Promise<ScenarioResult> => {
+      log(`bench: ${base.id}`);
+      useFilter(base.filter);
+      const meter = new ProcessMeter(pid);
+      const r = await runMilterLoad({ socket: socket.spec, connections: o.concurrency, messages: messageCount(o, base), maxSeconds: o.maxSeconds, recipients: rcpts, size: base.size });
+      const m = meter.stop();
+      const verdictErrors = Object.entries(r.verdicts).filter(([k]) => k !== 'accept').map(([k, v]) => `${v} × verdict ${k}`);
+      return {
+        ...base,
+        layer: 'milter',
+        concurrency: o.concurrency,
+        messages: r.completed,
+        elapsedSeconds: r.elapsedSeconds,
+        messagesPerSecond: r.messagesPerSecond,
+        latencyMs: r.verdictLatencyMs,
+        transactionLatencyMs: r.transactionLatencyMs,
+        cpuSecondsPerMessage: r.completed > 0 ? m.cpuSeconds / r.completed : null,
+        machineCpuSecondsPerMessage: r.completed > 0 ? m.machineCpuSeconds / r.completed : null,
+        rssStartBytes: m.rssStartBytes,
+        rssPeakBytes: m.rssPeakBytes,
+        rssGrowthBytes: m.rssPeakBytes !== null && m.rssStartBytes !== null ? m.rssPeakBytes - m.rssStartBytes : null,
+        rejects: r.verdicts.reject ?? 0,
+        tempfails: r.verdicts.tempfail ?? 0,
+        errors: [...r.errors, ...(r.verdicts.error ? [] : verdictErrors.filter((e) => !/reject|tempfail/.test(e)))],
+        timedOut: r.timedOut,
+        ratios: {},
+        notes: r.earlyVerdicts > 0 ? [`${r.earlyVerdicts} verdicts came before end of message (latency is that step's reply)`] : [],
+      };
+    };
+
+    const warmMilter = async (socket: SocketSpec, rcpts: MilterRecipient[]): Promise<void> => {
+      await runMilterLoad({ socket: socket.spec, connections: 4, messages: o.smoke ? 5 : 40, maxSeconds: 10, recipients: rcpts, size: KB4 });
+    };
+
+    // C null milter over the protocol
+    {
+      const id = 'milter/null-c/r1/4k/pass';
+      const socket = unixSocket(path.join(work, 'null-milter.sock'));
+      const d = track(await startNullMilter(nullBin, socket, path.join(work, 'null-milter.log')));
+      try {
+        await warmMilter(socket, passRcpts(1));
+        scenarios.push(await milterScenario({ id, title: 'C null milter (libmilter), protocol floor', system: 'null-milter', sandbox: null, recipients: 1, local: false, filter: 'none', size: KB4 }, socket, d.pid, passRcpts(1)));
+      } finally {
+        await d.stop();
+      }
+    }
+
+    // per-user-milter over the protocol, one daemon per sandbox
+    const pumMilterPlan: Array<{ sandbox: 'setpriv' | 'bwrap'; items: ScenarioBase[] }> = o.smoke
+      ? [{ sandbox: 'setpriv', items: [{ id: 'milter/pum-setpriv/r1/4k/pass', title: 'per-user-milter, no local recipient (pass-through)', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 }] }]
+      : [
+          {
+            sandbox: 'setpriv',
+            items: [
+              { id: 'milter/pum-setpriv/r1/4k/pass', title: 'per-user-milter, no local recipient (pass-through)', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 },
+              ...RECIPIENT_COUNTS.map((n): ScenarioBase => ({ id: `milter/pum-setpriv/r${n}/4k/trivial`, title: `per-user-milter, ${n} local recipient(s), trivial filters`, system: 'per-user-milter', sandbox: 'setpriv', recipients: n, local: true, filter: 'trivial', size: KB4 })),
+              { id: 'milter/pum-setpriv/r1/100k/trivial', title: 'per-user-milter, 100 KB message, trivial filter', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: true, filter: 'trivial', size: KB100 },
+              { id: 'milter/pum-setpriv/r1/10m/trivial', title: 'per-user-milter, 10 MB message, trivial filter', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: true, filter: 'trivial', size: MB10 },
+              { id: 'milter/pum-setpriv/r3/4k/slow', title: 'per-user-milter, 3 local recipients, filters taking 200 ms', system: 'per-user-milter', sandbox: 'setpriv', recipients: 3, local: true, filter: 'slow', size: KB4 },
+            ],
+          },
+          {
+            sandbox: 'bwrap',
+            items: [{ id: 'milter/pum-bwrap/r3/4k/trivial', title: 'per-user-milter (bwrap), 3 local recipients, trivial filters', system: 'per-user-milter', sandbox: 'bwrap', recipients: 3, local: true, filter: 'trivial', size: KB4 }],
+          },
+        ];
+    for (const plan of pumMilterPlan) {
+      const items = plan.items.filter((s) => wanted(s.id) || s.filter === 'none');
+      if (!items.some((s) => wanted(s.id))) continue;
+      const socket = unixSocket(path.join(work, `pum-${plan.sandbox}.sock`));
+      const d = track(await startPerUserMilter(path.join(work, `pum-${plan.sandbox}`), socket, { sandbox: plan.sandbox, threads: o.threads, recipientMap }, path.join(work, `pum-${plan.sandbox}.log`)));
+      try {
+        useFilter('trivial');
+        await warmMilter(socket, users.length > 0 ? localRcpts(1) : passRcpts(1));
+        for (const s of items) {
+          scenarios.push(await milterScenario(s, socket, d.pid, s.local ? localRcpts(s.recipients) : passRcpts(s.recipients)));
+        }
+      } finally {
+        await d.stop();
+        if (d.child.exitCode !== 0 && d.child.exitCode !== null) skipped.push(`per-user-milter (${plan.sandbox}) exited ${d.child.exitCode} at stop: ${d.tail(500)}`);
+      }
+    }
+
+    // ---- SMTP layer ---------------------------------------------------------------
+    log('bench: starting the private Postfix');
+    const bp: BenchPostfix = await startBenchPostfix(ports.smtp, work, numbered);
+    cleanups.push(() => bp.stop());
+
+    const smtpScenario = async (base: ScenarioBase, sut: { pid: number; roots: number[] } | null): Promise<ScenarioResult> => {
+      log(`bench: ${base.id}`);
+      useFilter(base.filter);
+      const meter = sut ? new ProcessMeter(sut.pid, sut.roots) : null;
+      const r = await runSmtpLoad(bp, {
+        messages: messageCount(o, base),
+        sessions: o.concurrency,
+        recipients: base.recipients,
+        size: base.size,
+        to: base.local ? `${USER_PREFIX}1@${LOCAL_DOMAIN}` : `rcpt@${DISCARD_DOMAIN}`,
+        maxSeconds: o.maxSeconds,
+      });
+      const m = meter?.stop() ?? null;
+      return {
+        ...base,
+        layer: 'smtp',
+        concurrency: o.concurrency,
+        messages: r.sent,
+        elapsedSeconds: r.elapsedSeconds,
+        messagesPerSecond: r.messagesPerSecond,
+        latencyMs: r.latencyMs,
+        cpuSecondsPerMessage: m && r.sent > 0 ? m.cpuSeconds / r.sent : null,
+        machineCpuSecondsPerMessage: m && r.sent > 0 ? m.machineCpuSeconds / r.sent : null,
+        postfixCpuSecondsPerMessage: r.postfixCpuPerMessage,
+        rssStartBytes: m?.rssStartBytes ?? null,
+        rssPeakBytes: m?.rssPeakBytes ?? null,
+        rssGrowthBytes: m && m.rssPeakBytes !== null && m.rssStartBytes !== null ? m.rssPeakBytes - m.rssStartBytes : null,
+        rejects: r.rejects,
+        tempfails: r.tempfails,
+        errors: r.errors,
+        timedOut: r.timedOut,
+        ratios: {},
+      };
+    };
+    const warmSmtp = async (local: boolean): Promise<void> => {
+      await runSmtpLoad(bp, { messages: o.smoke ? 5 : 30, sessions: 4, recipients: 1, size: KB4, to: local ? `${USER_PREFIX}1@${LOCAL_DOMAIN}` : `rcpt@${DISCARD_DOMAIN}`, maxSeconds: 20 });
+    };
+
+    // Postfix alone
+    {
+      await bp.useMilter(null);
+      await warmSmtp(false);
+      const items: ScenarioBase[] = [{ id: 'smtp/postfix-only/r1/4k/pass', title: 'Postfix, no milter', system: 'postfix-only', sandbox: null, recipients: 1, local: false, filter: 'none', size: KB4 }];
+      if (!o.smoke) {
+        for (const n of RECIPIENT_COUNTS) items.push({ id: `smtp/postfix-only/r${n}/4k/local`, title: `Postfix, no milter, ${n} local recipient(s)`, system: 'postfix-only', sandbox: null, recipients: n, local: true, filter: 'none', size: KB4 });
+        items.push({ id: 'smtp/postfix-only/r1/10m/pass', title: 'Postfix, no milter, 10 MB', system: 'postfix-only', sandbox: null, recipients: 1, local: false, filter: 'none', size: MB10 });
+      }
+      for (const s of items) if (wanted(s.id) || s.id === 'smtp/postfix-only/r1/4k/pass' || o.only === null || s.local) scenarios.push(await smtpScenario(s, null));
+    }
+
+    // C null milter through Postfix
+    {
+      const socket = unixSocket(path.join(work, 'null-milter-smtp.sock'));
+      const d = track(await startNullMilter(nullBin, socket, path.join(work, 'null-milter.log')));
+      try {
+        await bp.useMilter(socket.spec);
+        await warmSmtp(false);
+        scenarios.push(await smtpScenario({ id: 'smtp/null-c/r1/4k/pass', title: 'Postfix + C null milter', system: 'null-milter', sandbox: null, recipients: 1, local: false, filter: 'none', size: KB4 }, { pid: d.pid, roots: [d.pid] }));
+      } finally {
+        await bp.useMilter(null);
+        await d.stop();
+      }
+    }
+
+    // per-user-milter through Postfix
+    const pumSmtpPlan: Array<{ sandbox: 'setpriv' | 'bwrap'; items: ScenarioBase[] }> = o.smoke
+      ? [{ sandbox: 'setpriv', items: [{ id: 'smtp/pum-setpriv/r1/4k/pass', title: 'Postfix + per-user-milter, no local recipient', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 }] }]
+      : [
+          {
+            sandbox: 'setpriv',
+            items: [
+              { id: 'smtp/pum-setpriv/r1/4k/pass', title: 'Postfix + per-user-milter, no local recipient', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 },
+              ...RECIPIENT_COUNTS.map((n): ScenarioBase => ({ id: `smtp/pum-setpriv/r${n}/4k/trivial`, title: `Postfix + per-user-milter, ${n} local recipient(s), trivial filters`, system: 'per-user-milter', sandbox: 'setpriv', recipients: n, local: true, filter: 'trivial', size: KB4 })),
+              { id: 'smtp/pum-setpriv/r3/4k/slow', title: 'Postfix + per-user-milter, 3 recipients, filters taking 200 ms', system: 'per-user-milter', sandbox: 'setpriv', recipients: 3, local: true, filter: 'slow', size: KB4 },
+              { id: 'smtp/pum-setpriv/r1/10m/trivial', title: 'Postfix + per-user-milter, 10 MB, trivial filter', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: true, filter: 'trivial', size: MB10 },
+            ],
+          },
+          {
+            sandbox: 'bwrap',
+            items: [{ id: 'smtp/pum-bwrap/r3/4k/trivial', title: 'Postfix + per-user-milter (bwrap), 3 recipients, trivial filters', system: 'per-user-milter', sandbox: 'bwrap', recipients: 3, local: true, filter: 'trivial', size: KB4 }],
+          },
+        ];
+    for (const plan of pumSmtpPlan) {
+      const items = plan.items.filter((s) => wanted(s.id) || s.filter === 'none');
+      if (!items.some((s) => wanted(s.id))) continue;
+      const socket = unixSocket(path.join(work, `pum-smtp-${plan.sandbox}.sock`));
+      const d = track(await startPerUserMilter(path.join(work, `pum-smtp-${plan.sandbox}`), socket, { sandbox: plan.sandbox, threads: o.threads, recipientMap }, path.join(work, `pum-smtp-${plan.sandbox}.log`)));
+      try {
+        await bp.useMilter(socket.spec);
+        useFilter('trivial');
+        await warmSmtp(users.length > 0);
+        for (const s of items) scenarios.push(await smtpScenario(s, { pid: d.pid, roots: [d.pid] }));
+      } finally {
+        await bp.useMilter(null);
+        await d.stop();
+      }
+    }
+
+    // MIMEDefang through Postfix
+    if (o.peer && !o.smoke) {
+      const items: ScenarioBase[] = [
+        ...RECIPIENT_COUNTS.map((n): ScenarioBase => ({ id: `smtp/mimedefang/r${n}/4k/trivial`, title: `Postfix + MIMEDefang (sudo per user), ${n} recipient(s), trivial filters`, system: 'mimedefang', sandbox: 'sudo', recipients: n, local: true, filter: 'trivial', size: KB4 })),
+        { id: 'smtp/mimedefang/r3/4k/slow', title: 'Postfix + MIMEDefang, 3 recipients, filters taking 200 ms', system: 'mimedefang', sandbox: 'sudo', recipients: 3, local: true, filter: 'slow', size: KB4 } as ScenarioBase,
+      ].filter((s) => wanted(s.id) || wanted('smtp/pum-'));
+      if (items.length > 0) {
+        let md: MimeDefangPeer | null = null;
+        try {
+          installSudoers(users);
+          cleanups.push(() => removeSudoers());
+          md = track(await startMimeDefang(path.join(work, 'mimedefang'), { minWorkers: 2, maxWorkers: o.concurrency }));
+          await bp.useMilter(md.socket.spec);
+          useFilter('trivial');
+          await warmSmtp(true);
+          for (const s of items) scenarios.push(await smtpScenario(s, { pid: md.milter.pid, roots: md.pids }));
+        } catch (e) {
+          skipped.push(`MIMEDefang: ${(e as Error).message}`);
+        } finally {
+          await bp.useMilter(null);
+          await md?.stop();
+          removeSudoers();
+        }
+      }
+    }
+  } finally {
+    for (const c of cleanups.splice(0).reverse()) {
+      try {
+        await c();
+      } catch (e) {
+        log(`bench: cleanup failed: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  const finished = new Date();
+  const run: BenchRun = {
+    startedAt: started.toISOString(),
+    finishedAt: finished.toISOString(),
+    durationSeconds: (finished.getTime() - started.getTime()) / 1000,
+    machine,
+    settings: {
+      concurrency: o.concurrency,
+      poolThreads: o.threads,
+      maxSecondsPerScenario: o.maxSeconds,
+      scale: o.scale,
+      smoke: o.smoke,
+      only: o.only?.source ?? null,
+      milterTransport: 'unix sockets for every milter (docs/real-mta-testing.md §6.3)',
+      smtp: 'smtp-source, one connection per message, into discard: (local users via local_transport = discard:)',
+      mimedefangWorkers: `-m 2 -x ${o.concurrency}`,
+    },
+    scenarios,
+    targets: [],
+    skipped,
+  };
+  addRatios(run);
+  run.targets = checkTargets(run);
+  return run;
+}
+
+// ---- ratios and targets -----------------------------------------------------------
+
+function find(run: BenchRun, id: string): ScenarioResult | undefined {
+  return run.scenarios.find((s) => s.id === id);
+}
+
+/** Marginal CPU per extra local recipient, from the r1 and r10 (or r3) trivial scenarios of one layer/system. */
+export function perRecipientCpu(run: BenchRun, prefix: string): number | null {
+  const r1 = find(run, `${prefix}/r1/4k/trivial`);
+  const rN = find(run, `${prefix}/r10/4k/trivial`) ?? find(run, `${prefix}/r3/4k/trivial`);
+  if (!r1 || !rN || r1.cpuSecondsPerMessage == null || rN.cpuSecondsPerMessage == null || rN.recipients === r1.recipients) return null;
+  return (rN.cpuSecondsPerMessage - r1.cpuSecondsPerMessage) / (rN.recipients - r1.recipients);
+}
+
+function addRatios(run: BenchRun): void {
+  const set = (s: ScenarioResult, name: string, v: number | null): void => {
+    s.ratios[name] = v;
+  };
+  const nullMilter = find(run, 'milter/null-c/r1/4k/pass');
+  const nullSmtp = find(run, 'smtp/null-c/r1/4k/pass');
+  const postfixOnly = find(run, 'smtp/postfix-only/r1/4k/pass');
+  const spawn = find(run, 'spawn/setpriv/4k/trivial');
+  for (const s of run.scenarios) {
+    if (s.layer === 'milter' && s.system === 'per-user-milter' && s.size === KB4) {
+      if (s.filter === 'none') set(s, 'of null-milter msg/s', ratio(s.messagesPerSecond, nullMilter?.messagesPerSecond));
+      else set(s, 'of pass-through msg/s', ratio(s.messagesPerSecond, find(run, 'milter/pum-setpriv/r1/4k/pass')?.messagesPerSecond));
+    }
+    if (s.layer === 'milter' && s.system === 'per-user-milter' && s.filter === 'trivial' && s.size === KB4 && s.recipients > 0 && spawn?.cpuSecondsPerMessage) {
+      const pass = find(run, 'milter/pum-setpriv/r1/4k/pass')?.cpuSecondsPerMessage ?? 0;
+      const spawnFor = find(run, `spawn/${s.sandbox}/4k/trivial`) ?? spawn;
+      set(s, `CPU per rcpt vs ${spawnFor.sandbox} spawn loop`, ratio((s.cpuSecondsPerMessage ?? 0) - pass, (spawnFor.cpuSecondsPerMessage ?? 0) * s.recipients));
+    }
+    if (s.layer === 'smtp') {
+      if (s.system !== 'postfix-only') {
+        const same = find(run, `smtp/postfix-only/r${s.recipients}/${sizeTag(s.size)}/${s.local ? 'local' : 'pass'}`) ?? (s.size === MB10 ? find(run, 'smtp/postfix-only/r1/10m/pass') : postfixOnly);
+        set(s, 'of Postfix-alone msg/s', ratio(s.messagesPerSecond, same?.messagesPerSecond));
+      }
+      if (s.system === 'per-user-milter' && s.filter === 'none') set(s, 'of null-milter msg/s', ratio(s.messagesPerSecond, nullSmtp?.messagesPerSecond));
+      if (s.system === 'null-milter') set(s, 'of Postfix-alone msg/s', ratio(s.messagesPerSecond, postfixOnly?.messagesPerSecond));
+      if (s.system === 'per-user-milter' && s.filter !== 'none') {
+        const peer = find(run, `smtp/mimedefang/r${s.recipients}/${sizeTag(s.size)}/${s.filter}`);
+        if (peer) {
+          set(s, 'of MIMEDefang msg/s', ratio(s.messagesPerSecond, peer.messagesPerSecond));
+          set(s, 'of MIMEDefang p99', ratio(s.latencyMs.p99, peer.latencyMs.p99));
+        }
+      }
+    }
+  }
+}
+
+function checkTargets(run: BenchRun): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  const pass = find(run, 'smtp/pum-setpriv/r1/4k/pass');
+  const nullSmtp = find(run, 'smtp/null-c/r1/4k/pass');
+  const r = ratio(pass?.messagesPerSecond, nullSmtp?.messagesPerSecond);
+  out.push({
+    name: 'pass-through vs C null milter, through Postfix (msg/s)',
+    target: '≥ 0.90×',
+    measured: r === null ? 'not measured' : `${r.toFixed(2)}× (${fmt(pass?.messagesPerSecond)} vs ${fmt(nullSmtp?.messagesPerSecond)} msg/s)`,
+    met: r === null ? null : r >= 0.9,
+  });
+  const p3 = find(run, 'smtp/pum-setpriv/r3/4k/trivial');
+  const m3 = find(run, 'smtp/mimedefang/r3/4k/trivial');
+  const rt = ratio(p3?.messagesPerSecond, m3?.messagesPerSecond);
+  out.push({
+    name: '3 recipients, trivial filters: vs MIMEDefang (msg/s, p99)',
+    target: '≥ 2× msg/s and lower p99',
+    measured: rt === null ? 'not measured' : `${rt.toFixed(2)}× msg/s (${fmt(p3?.messagesPerSecond)} vs ${fmt(m3?.messagesPerSecond)}); p99 ${fmt(p3?.latencyMs.p99)} vs ${fmt(m3?.latencyMs.p99)} ms`,
+    met: rt === null ? null : rt >= 2 && (p3?.latencyMs.p99 ?? Infinity) < (m3?.latencyMs.p99 ?? -Infinity),
+  });
+  const spawn = find(run, 'spawn/setpriv/4k/trivial');
+  const per = perRecipientCpu(run, 'milter/pum-setpriv');
+  const rs = ratio(per, spawn?.cpuSecondsPerMessage);
+  out.push({
+    name: 'per-recipient cost vs the plain spawn loop (CPU per extra recipient, setpriv)',
+    target: '≤ 1.3×',
+    measured: rs === null ? 'not measured' : `${rs.toFixed(2)}× (${fmt((per ?? 0) * 1000)} vs ${fmt((spawn?.cpuSecondsPerMessage ?? 0) * 1000)} CPU ms)`,
+    met: rs === null ? null : rs <= 1.3,
+  });
+  const big = [find(run, 'milter/pum-setpriv/r1/10m/trivial'), find(run, 'smtp/pum-setpriv/r1/10m/trivial')].filter((s): s is ScenarioResult => !!s && s.rssGrowthBytes !== null);
+  const growth = big.length > 0 ? Math.max(...big.map((s) => s.rssGrowthBytes ?? 0)) : null;
+  out.push({
+    name: '10 MB messages: milter RSS growth',
+    target: '< 32 MB',
+    measured: growth === null ? 'not measured' : big.map((s) => `${s.layer}: +${((s.rssGrowthBytes ?? 0) / 2 ** 20).toFixed(1)} MB (peak ${((s.rssPeakBytes ?? 0) / 2 ** 20).toFixed(1)} MB)`).join('; '),
+    met: growth === null ? null : growth < 32 * 2 ** 20,
+  });
+  const ours = run.scenarios.filter((s) => s.system === 'per-user-milter');
+  const bad = ours.filter((s) => s.errors.length > 0 || s.tempfails > 0 || s.rejects > 0);
+  out.push({
+    name: 'no errors / tempfails (per-user-milter scenarios)',
+    target: '0',
+    measured: ours.length === 0 ? 'not measured' : bad.length === 0 ? `0 in ${ours.length} scenarios` : bad.map((s) => `${s.id}: ${s.rejects} rej, ${s.tempfails} tmp, ${s.errors.length} err`).join('; '),
+    met: ours.length === 0 ? null : bad.length === 0,
+  });
+  return out;
+}
+
+export { Daemon };
