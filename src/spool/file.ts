@@ -106,7 +106,13 @@ export class SpoolFile {
     const stream = this.stream;
     if (stream === null) return;
     stream.end();
-    await finished(stream);
+    try {
+      await finished(stream);
+    } catch (err) {
+      // remove() cut the stream short on purpose (shutdown): not a failure.
+      if (this.removal) return;
+      throw err;
+    }
     this.stream = null;
     if (this.streamError) throw this.streamError;
   }

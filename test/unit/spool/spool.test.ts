@@ -215,3 +215,39 @@ test('spoolRawMessage: explicit sender, header-only message, non-header line sta
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('remove() during close() (shutdown) is not an error', async () => {
+  const dir = tempDir();
+  try {
+    const { spool } = await Spool.open(dir);
+    const f = await spool.create('s@x', LF);
+    await f.write(Buffer.alloc(256 * 1024, 0x61));
+    const closing = f.close();
+    await spool.removeAll();
+    await closing;
+    assert.deepEqual(fs.readdirSync(dir), []);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a write error (disk full) rejects the write', async (t) => {
+  if (!fs.existsSync('/dev/full')) return t.skip('no /dev/full');
+  const dir = tempDir();
+  try {
+    // A SpoolFile over /dev/full, where every write fails with ENOSPC.
+    const { SpoolFile } = await import('../../../src/spool/file.js');
+    const handle = await (await import('node:fs/promises')).open('/dev/full', 'w');
+    const full = new SpoolFile('/dev/full-not-removed', handle, LF);
+    await assert.rejects(
+      (async () => {
+        for (let i = 0; i < 100; i++) await full.write(Buffer.alloc(64 * 1024, 0x61));
+        await full.close();
+      })(),
+      /ENOSPC/,
+    );
+    await full.remove(); // unlinking a path that does not exist is fine
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
