@@ -316,7 +316,8 @@ export class MilterConnection {
         return;
       case 'negotiated':
         this.negotiatedOptions = effect.options;
-        this.createHandler(effect.options);
+        // A refused connection never reaches the application.
+        if (!this.settings.refuseReply) this.createHandler(effect.options);
         return;
       case 'macros':
         this.macros.define(effect.stage, effect.macros);
