@@ -25,72 +25,67 @@ export class LineEndingConverter {
     return tail;
   }
 
-  /** CRLF -> LF; lone CRs and LFs stay as they are. */
+  /** CRLF -> LF; lone CRs and LFs stay as they are. One output buffer per chunk, segments copied in. */
   private toLf(chunk: Buffer): Buffer {
-    const parts: Buffer[] = [];
+    const out = Buffer.allocUnsafe(chunk.length + 1);
+    let pos = 0;
     let start = 0;
     if (this.pendingCR) {
       this.pendingCR = false;
       // A CR held back from the previous chunk: part of CRLF (drop it) or alone (keep it).
-      if (chunk[0] !== LF) parts.push(Buffer.from([CR]));
+      if (chunk[0] !== LF) out[pos++] = CR;
     }
     for (;;) {
       const cr = chunk.indexOf(CR, start);
       if (cr < 0) {
-        parts.push(chunk.subarray(start));
+        pos += chunk.copy(out, pos, start);
         break;
       }
       if (cr === chunk.length - 1) {
-        parts.push(chunk.subarray(start, cr));
+        pos += chunk.copy(out, pos, start, cr);
         this.pendingCR = true;
         break;
       }
-      if (chunk[cr + 1] === LF) {
-        parts.push(chunk.subarray(start, cr));
-        start = cr + 1; // the LF starts the next part
-      } else {
-        parts.push(chunk.subarray(start, cr + 1));
-        start = cr + 1;
-      }
+      // Copy up to the CR; keep the CR itself only when no LF follows.
+      pos += chunk.copy(out, pos, start, chunk[cr + 1] === LF ? cr : cr + 1);
+      start = cr + 1;
     }
-    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+    return out.subarray(0, pos);
   }
 
-  /** Bare LF -> CRLF; CRLF and lone CRs stay. */
+  /** Bare LF -> CRLF; CRLF and lone CRs stay. Input that is already CRLF passes through uncopied. */
   private toCrlf(chunk: Buffer): Buffer {
-    const parts: Buffer[] = [];
+    const heldCR = this.pendingCR;
+    this.pendingCR = false;
+    if (chunk.length === 0) {
+      this.pendingCR = heldCR;
+      return chunk;
+    }
+    // Count bare LFs: an LF not preceded by CR (in this chunk, or held back from the last one).
+    let bare = 0;
+    for (let lf = chunk.indexOf(LF); lf >= 0; lf = chunk.indexOf(LF, lf + 1)) {
+      if (lf === 0 ? !heldCR : chunk[lf - 1] !== CR) bare++;
+    }
+    // Hold a trailing CR back so that an LF starting the next chunk is not doubled.
+    const holdBack = chunk[chunk.length - 1] === CR ? 1 : 0;
+    this.pendingCR = holdBack === 1;
+    const body = holdBack ? chunk.subarray(0, chunk.length - 1) : chunk;
+    if (bare === 0 && !heldCR) return body;
+    const out = Buffer.allocUnsafe(body.length + bare + (heldCR ? 1 : 0));
+    let pos = 0;
+    if (heldCR) out[pos++] = CR;
     let start = 0;
-    let prevCR = this.pendingCR;
-    if (this.pendingCR) {
-      this.pendingCR = false;
-      parts.push(Buffer.from([CR]));
+    for (let lf = body.indexOf(LF); lf >= 0; lf = body.indexOf(LF, lf + 1)) {
+      const isBare = lf === 0 ? !heldCR : body[lf - 1] !== CR;
+      if (!isBare) continue;
+      pos += body.copy(out, pos, start, lf);
+      out[pos++] = CR;
+      start = lf; // the LF is copied with the next segment
     }
-    for (;;) {
-      const lf = chunk.indexOf(LF, start);
-      if (lf < 0) {
-        const rest = chunk.subarray(start);
-        // Hold a trailing CR back so a following LF is not doubled; it is
-        // always written, so only the bookkeeping is deferred.
-        if (rest.length > 0 && rest[rest.length - 1] === CR) {
-          parts.push(rest.subarray(0, rest.length - 1));
-          this.pendingCR = true;
-        } else {
-          parts.push(rest);
-        }
-        break;
-      }
-      const before = lf > start ? chunk[lf - 1] === CR : lf === 0 && prevCR;
-      parts.push(chunk.subarray(start, lf));
-      parts.push(before ? LF_ONLY : CRLF_BYTES);
-      start = lf + 1;
-      prevCR = false;
-    }
-    return Buffer.concat(parts);
+    pos += body.copy(out, pos, start);
+    return out.subarray(0, pos);
   }
 }
-
-const LF_ONLY = Buffer.from([LF]);
-const CRLF_BYTES = Buffer.from([CR, LF]);
 
 /** The line terminator for a setting. */
 export function eolOf(lineEndings: LineEndings): string {
