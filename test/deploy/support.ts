@@ -257,6 +257,7 @@ export async function deliver(
   msg: { from: string; to: string[]; headers: Array<[string, string]>; body: string; queueId: string },
 ): Promise<Delivery> {
   const { MilterClient } = await import('../../src/milter/client.js');
+  const { SMFIP_HDR_LEADSPC } = await import('../../src/milter/constants.js');
   const client = await MilterClient.connect(spec, { timeout: 30_000 });
   const decided = (step: string, r: { type: string; text?: string } | null): Delivery | null =>
     r === null || r.type === 'continue' ? null : { step, type: r.type, ...(r.text !== undefined ? { text: r.text } : {}) };
@@ -279,8 +280,10 @@ export async function deliver(
     client.macro('T', { i: msg.queueId });
     d = decided('data', await client.data());
     if (d) return d;
+    // With SMFIP_HDR_LEADSPC negotiated the MTA sends the space after the colon.
+    const lead = ((client.negotiated?.protocol ?? 0) & SMFIP_HDR_LEADSPC) !== 0 ? ' ' : '';
     for (const [name, value] of msg.headers) {
-      d = decided('header', await client.header(name, value));
+      d = decided('header', await client.header(name, lead + value));
       if (d) return d;
     }
     d = decided('eoh', await client.eoh());
