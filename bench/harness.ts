@@ -9,7 +9,7 @@
 // Systems: per-user-milter, the C null milter (protocol floor), Postfix with
 // no milter, MIMEDefang doing the same per-user work (the peer).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buildNullMilter, Daemon, repoRoot, startNullMilter, startPerUserMilter, unixSocket, type SocketSpec } from './lib/daemons.js';
@@ -167,6 +167,9 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
   const work = path.join(o.outDir, 'work');
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
+  // Postfix's daemons (user postfix) and the filter users must be able to traverse it.
+  chmodSync(o.outDir, 0o755);
+  chmodSync(work, 0o755);
   const scenarios: ScenarioResult[] = [];
   const skipped: string[] = [];
   const cleanups = pendingCleanups;
@@ -282,6 +285,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     };
 
     const warmMilter = async (socket: SocketSpec, rcpts: MilterRecipient[]): Promise<void> => {
+      if (o.smoke) return;
       await runMilterLoad({ socket: socket.spec, connections: 4, messages: o.smoke ? 5 : 40, maxSeconds: 10, recipients: rcpts, size: KB4 });
     };
 
@@ -374,11 +378,12 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       };
     };
     const warmSmtp = async (local: boolean): Promise<void> => {
+      if (o.smoke) return;
       await runSmtpLoad(bp, { messages: o.smoke ? 5 : 30, sessions: 4, recipients: 1, size: KB4, to: local ? `${USER_PREFIX}1@${LOCAL_DOMAIN}` : `rcpt@${DISCARD_DOMAIN}`, maxSeconds: 20 });
     };
 
-    // Postfix alone
-    {
+    // Postfix alone (the smoke set keeps only the per-user-milter pass-through)
+    if (!o.smoke) {
       await bp.useMilter(null);
       await warmSmtp(false);
       const items: ScenarioBase[] = [{ id: 'smtp/postfix-only/r1/4k/pass', title: 'Postfix, no milter', system: 'postfix-only', sandbox: null, recipients: 1, local: false, filter: 'none', size: KB4 }];
@@ -390,7 +395,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     }
 
     // C null milter through Postfix
-    {
+    if (!o.smoke) {
       const socket = unixSocket(path.join(work, 'null-milter-smtp.sock'));
       const d = track(await startNullMilter(nullBin, socket, path.join(work, 'null-milter.log')));
       try {
