@@ -189,8 +189,21 @@ export function bwrapArgs(user: UserAccount, filterPath: string, privileged: boo
   }
   a.push('--ro-bind-try', '/run/systemd/resolve', '/run/systemd/resolve');
   a.push('--dev', '/dev', '--proc', '/proc', '--tmpfs', '/tmp');
+  // bwrap would create missing parents of a mount point with mode 0700 (root
+  // only): the user could not reach its own home. Create them 0755 first.
+  const made = new Set<string>(['/']);
+  const parents = (p: string): void => {
+    const chain: string[] = [];
+    for (let d = path.dirname(p); !made.has(d) && !layout.some((l) => l.path === d || under(d, l.path)); d = path.dirname(d)) chain.unshift(d);
+    for (const d of chain) {
+      a.push('--dir', d);
+      made.add(d);
+    }
+  };
+  parents(user.home);
   a.push('--bind', user.home, user.home);
   if (!under(filterPath, user.home) && !layout.some((d) => under(filterPath, d.path))) {
+    parents(filterPath);
     a.push('--ro-bind', filterPath, filterPath);
   }
   a.push('--chdir', user.home);

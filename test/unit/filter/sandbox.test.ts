@@ -65,14 +65,16 @@ test('bwrap chain: namespaces, read-only system, private /tmp, only the home wri
   const s = all.indexOf('/usr/bin/setpriv');
   assert.ok(all[0] === '/usr/bin/prlimit' && b > 0 && e > b && s > e, all.join(' '));
   const bw = all.slice(b, e).join(' ');
-  for (const part of ['--unshare-pid', '--die-with-parent', '--new-session', '--ro-bind /usr /usr', '--symlink usr/bin /bin', '--tmpfs /tmp', '--bind /home/alice /home/alice', '--chdir /home/alice', '--cap-add CAP_SETUID']) {
+  for (const part of ['--unshare-pid', '--die-with-parent', '--new-session', '--ro-bind /usr /usr', '--symlink usr/bin /bin', '--tmpfs /tmp', '--dir /home --bind /home/alice /home/alice', '--chdir /home/alice', '--cap-add CAP_SETUID']) {
     assert.ok(bw.includes(part), `${part} in ${bw}`);
   }
   assert.ok(!bw.includes('--unshare-net'), 'network stays (spamc, DNS)');
   assert.deepEqual(all.slice(e, e + 4), ['/usr/bin/env', '-u', 'PWD', '--']);
   assert.equal(all.at(-1), '/home/alice/.user-milter');
   // A filter outside the home and the system directories gets its own read-only bind.
-  assert.ok(bwrapArgs(alice, '/srv/filters/alice', true, layout).join(' ').includes('--ro-bind /srv/filters/alice /srv/filters/alice'));
+  assert.ok(bwrapArgs(alice, '/srv/filters/alice', true, layout).join(' ').includes('--dir /srv --dir /srv/filters --ro-bind /srv/filters/alice /srv/filters/alice'));
+  // Parents inside a bound system directory exist already.
+  assert.ok(!bwrapArgs({ ...alice, home: '/usr/home/alice' }, '/x', true, layout).includes('--dir'));
   assert.ok(!bwrapArgs(alice, '/usr/local/lib/f', true, layout).join(' ').includes('--ro-bind /usr/local/lib/f'));
   assert.ok(!bwrapArgs(alice, '/x', false, layout).includes('--cap-add'));
 });
