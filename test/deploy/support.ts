@@ -13,7 +13,8 @@ import { inCI } from '../support/require.js';
 /** The repository root (this file is dist/test/deploy/support.js once built). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const DEPLOY = path.join(ROOT, 'deploy');
-export const MAIN_JS = path.join(ROOT, 'dist/src/main.js');
+/** The executable under test; PUMOPS_MAIN_JS points the tests at another build (e.g. a patched copy). */
+export const MAIN_JS = process.env.PUMOPS_MAIN_JS ?? path.join(ROOT, 'dist/src/main.js');
 
 export function readDeploy(rel: string): string {
   return fs.readFileSync(path.join(DEPLOY, rel), 'utf8');
