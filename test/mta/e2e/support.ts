@@ -212,6 +212,8 @@ export class Rig {
       extra += `\n===== queue =====\n${await this.mta.queue().catch((q: unknown) => String(q))}`;
       if (e instanceof Error) {
         e.message += extra;
+        // reporters print the stack, which was rendered with the old message
+        if (e.stack) e.stack += extra;
         throw e;
       }
       throw new Error(String(e) + extra);

@@ -86,10 +86,16 @@ export async function sendmailTree(): Promise<string> {
 /** The shipped .mc snippet with S= (and optionally T=) replaced; throws if the snippet lost its shape. */
 export function sendmailMilterMc(milter: string, timeouts?: string): string {
   const text = readFileSync(SENDMAIL_SNIPPET, 'utf8');
-  if (!/S=[^,']+/.test(text) || !/T=[^,']+/.test(text)) throw new Error(`${SENDMAIL_SNIPPET}: no S= / T= to substitute`);
-  let out = text.replace(/S=[^,']+/, `S=${milter}`);
-  if (timeouts) out = out.replace(/T=[^,']+/, `T=${timeouts}`);
-  return out;
+  const lines = text.split('\n');
+  const i = lines.findIndex((l) => l.startsWith('INPUT_MAIL_FILTER('));
+  const line = lines[i];
+  if (line === undefined || !/\bS=[^,']+/.test(line) || !/\bT=[^,']+/.test(line)) {
+    throw new Error(`${SENDMAIL_SNIPPET}: no INPUT_MAIL_FILTER line with S= and T= to substitute`);
+  }
+  let out = line.replace(/\bS=[^,']+/, `S=${milter}`);
+  if (timeouts) out = out.replace(/\bT=[^,']+/, `T=${timeouts}`);
+  lines[i] = out;
+  return lines.join('\n');
 }
 
 export async function startSendmail(opts: SendmailOptions): Promise<Sendmail> {
