@@ -52,7 +52,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   for (const w of sandboxWarnings(config.filter.sandbox, process.geteuid?.() === 0)) log.warn({}, w);
 
   const { spool, staleRemoved } = await Spool.open(config.spool.dir);
-  if (staleRemoved > 0) log.info({ dir: config.spool.dir, removed: staleRemoved }, 'removed stale spool files');
+  log.info({ spoolDir: config.spool.dir, staleRemoved }, 'spool ready');
   const classifier = await RecipientClassifier.create(classifierOptions(config));
   const pool = new FilterPool({ threads: config.pool.threads, maxQueue: config.pool.maxQueue });
   const metrics = createMetrics({ perUserLabels: config.metrics.perUserLabels, poolStats: () => pool.stats() });
@@ -79,11 +79,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       maxConnections: config.milter.maxConnections,
       progressInterval: config.milter.progressInterval,
       logger: log,
-      events: {
-        connectionOpened: () => metrics.connectionOpened(),
-        connectionClosed: () => metrics.connectionClosed(),
-        protocolError: () => metrics.protocolError(),
-      },
+      events: metrics.milterEvents(),
     });
   } catch (err) {
     log.fatal({ err }, 'cannot start');
