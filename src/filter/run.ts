@@ -118,9 +118,9 @@ export async function runFilter(job: FilterJob, opts: RunOptions = {}): Promise<
   const check = await checkFilter(user, where);
   if (!check.ok) return result(check.missing ? 'nofilter' : 'unsafe', started, check.reason);
 
-  let spool: fs.promises.FileHandle;
+  let spool: number;
   try {
-    spool = await fs.promises.open(job.spoolPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    spool = fs.openSync(job.spoolPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   } catch (err) {
     return result('error', started, `cannot open spool file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
@@ -136,11 +136,11 @@ export async function runFilter(job: FilterJob, opts: RunOptions = {}): Promise<
       umaskShim: !umaskIs077(),
       ...(privileged ? {} : { hardLimits: ownHardLimits() }),
     });
-    const st = await spool.stat();
+    const st = fs.fstatSync(spool);
     const runUid = privileged ? user.uid : (process.getuid?.() ?? -1);
-    return await spawnAndWait(job, plan, spool.fd, started, runUid, { dev: st.dev, ino: st.ino });
+    return await spawnAndWait(job, plan, spool, started, runUid, { dev: st.dev, ino: st.ino });
   } finally {
-    await spool.close().catch(() => undefined);
+    fs.closeSync(spool);
   }
 }
 

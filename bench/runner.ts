@@ -1,0 +1,229 @@
+// The filter-runner bench: how many trivial filter runs per second go through
+// FilterPool (worker threads + runFilter: checks, spool open, execa, output
+// capture, outcome), next to the very same launcher chain spawned in a plain
+// loop in the same process and run. The ratio is the cost of the pool.
+//
+//   node dist/bench/runner.js [--runs N] [--sandbox setpriv|bwrap] [--concurrency N] [--threads N]
+//
+// As root it runs as a throw-away user pumrun-bench (uid 61010, no system
+// account needed); otherwise as the current user (unprivileged mode).
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { filterPathFor } from '../src/filter/locate.js';
+import { buildLaunch, filterEnvironment, type SandboxKind } from '../src/filter/sandbox.js';
+import type { EnvelopeFacts, FilterJob, FilterSettings } from '../src/pool/job.js';
+import { FilterPool } from '../src/pool/pool.js';
+import type { UserAccount } from '../src/users/user.js';
+
+const TRIVIAL = '#!/bin/sh\ncat >/dev/null; exit 0\n';
+const BENCH_UID = 61010;
+
+export interface SpawnLoopSpec {
+  user: UserAccount;
+  sandbox: 'setpriv' | 'bwrap';
+  /** The message, given to each run on stdin through its own descriptor. */
+  messageFile: string;
+  runs: number;
+  /** Runs in flight at once; default 1. */
+  concurrency?: number;
+  /** Default: filter.path `~/.user-milter` of the user. */
+  filterPath?: string;
+  /** Stop early after this long; default 20 s. */
+  maxSeconds?: number;
+}
+
+export interface LoopResult {
+  runs: number;
+  failures: number;
+  elapsedMs: number;
+  durationsMs: number[];
+  perSecond: number;
+}
+
+const LIMITS: FilterSettings['limits'] = { cpuSeconds: 20, memoryBytes: 1073741824, processes: 64, fileSizeBytes: 104857600, outputBytes: 65536 };
+
+function envelope(user: UserAccount): EnvelopeFacts {
+  return {
+    SENDER: 'sender@client.test', RECIPIENT: `${user.name}@example.test`, LOCAL: user.name, EXTENSION: '', DOMAIN: 'example.test',
+    CLIENT_ADDRESS: '127.0.0.1', CLIENT_HOSTNAME: 'localhost', CLIENT_HELO: 'client.test', CLIENT_PROTOCOL: 'ESMTP',
+    QUEUE_ID: 'BENCH', SASL_METHOD: '', SASL_USERNAME: '',
+  };
+}
+
+async function loop(runs: number, concurrency: number, maxSeconds: number, one: () => Promise<boolean>): Promise<LoopResult> {
+  const durationsMs: number[] = [];
+  let failures = 0;
+  let issued = 0;
+  const t0 = performance.now();
+  const deadline = t0 + maxSeconds * 1000;
+  const lane = async (): Promise<void> => {
+    while (issued < runs && performance.now() < deadline) {
+      issued++;
+      const s = performance.now();
+      if (!(await one())) failures++;
+      durationsMs.push(performance.now() - s);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, concurrency) }, () => lane()));
+  const elapsedMs = performance.now() - t0;
+  return { runs: durationsMs.length, failures, elapsedMs, durationsMs, perSecond: (durationsMs.length * 1000) / elapsedMs };
+}
+
+/**
+ * The plain loop: the launcher chain of src/filter/sandbox.ts (the same argv
+ * runFilter builds), spawned with child_process.spawn, message on stdin,
+ * output ignored. No pool, no checks, no capture. bench/lib/spawn-baseline.ts uses it.
+ */
+export async function runSpawnLoop(spec: SpawnLoopSpec): Promise<LoopResult> {
+  const privileged = process.geteuid?.() === 0;
+  const plan = buildLaunch({
+    sandbox: spec.sandbox,
+    user: spec.user,
+    filterPath: spec.filterPath ?? filterPathFor(spec.user, '~/.user-milter'),
+    limits: LIMITS,
+    env: filterEnvironment(spec.user, envelope(spec.user)),
+    privileged,
+    umaskShim: process.umask() !== 0o077,
+  });
+  const one = () =>
+    new Promise<boolean>((resolve) => {
+      const fd = fs.openSync(spec.messageFile, 'r');
+      const child = spawn(plan.file, plan.args, { env: plan.env, cwd: plan.cwd, stdio: [fd, 'ignore', 'ignore'], detached: true });
+      fs.closeSync(fd);
+      child.on('error', () => resolve(false));
+      child.on('close', (code) => resolve(code === 0));
+    });
+  return loop(spec.runs, spec.concurrency ?? 1, spec.maxSeconds ?? 20, one);
+}
+
+/** The same runs through a FilterPool (runFilter in worker threads). */
+export async function runPoolLoop(pool: FilterPool, job: FilterJob, runs: number, concurrency: number, maxSeconds = 20): Promise<LoopResult> {
+  return loop(runs, concurrency, maxSeconds, async () => (await pool.run(job)).outcome === 'accept');
+}
+
+export interface RunnerBenchOptions {
+  runs?: number;
+  sandbox?: SandboxKind;
+  /** In-flight runs for the concurrent pass; default 2 x CPUs. */
+  concurrency?: number;
+  threads?: number;
+  /** Upper bound per pass, seconds. */
+  maxSeconds?: number;
+  log?: (line: string) => void;
+}
+
+export interface RunnerBenchResult {
+  sandbox: SandboxKind;
+  privileged: boolean;
+  messageBytes: number;
+  sequential: { plain: LoopResult; pool: LoopResult; poolCostPercent: number };
+  concurrent: { concurrency: number; plain: LoopResult; pool: LoopResult; poolCostPercent: number };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : (s[Math.floor(s.length / 2)] ?? NaN);
+}
+
+/** Sets up a user, a trivial filter and a 4 KB message, measures, cleans up. */
+export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<RunnerBenchResult> {
+  const log = opts.log ?? ((l: string) => console.log(l));
+  const runs = opts.runs ?? 300;
+  const sandbox = opts.sandbox ?? 'setpriv';
+  if (sandbox === 'none') throw new Error('bench the setpriv or bwrap chain');
+  const cpus = os.availableParallelism();
+  const concurrency = opts.concurrency ?? 2 * cpus;
+  const maxSeconds = opts.maxSeconds ?? 8;
+  const privileged = process.geteuid?.() === 0;
+
+  // Not under /tmp: a world-writable directory on the path makes the filter unsafe.
+  const baseParent = privileged ? '/var/lib' : os.homedir();
+  const base = fs.mkdtempSync(path.join(baseParent, privileged ? 'pumrun-bench-' : '.pumrun-bench-'));
+  fs.chmodSync(base, 0o755);
+  const home = path.join(base, 'home');
+  const user: UserAccount = privileged
+    ? { name: 'pumrun-bench', uid: BENCH_UID, gid: BENCH_UID, groups: [BENCH_UID], home, shell: '/bin/sh' }
+    : { name: os.userInfo().username, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, groups: [process.getgid?.() ?? 0], home, shell: '/bin/sh' };
+  const pool = new FilterPool({ threads: opts.threads ?? cpus, maxQueue: 10_000 });
+  try {
+    fs.mkdirSync(home, { mode: 0o700 });
+    const filter = path.join(home, '.user-milter');
+    fs.writeFileSync(filter, TRIVIAL, { mode: 0o700 });
+    if (privileged) {
+      fs.chownSync(home, user.uid, user.gid);
+      fs.chownSync(filter, user.uid, user.gid);
+    }
+    const spool = path.join(base, 'spool');
+    fs.mkdirSync(spool, { mode: 0o700 });
+    const messageFile = path.join(spool, 'message');
+    const head = 'Return-Path: <sender@client.test>\nFrom: sender@client.test\nTo: bench@example.test\nSubject: bench\n\n';
+    const line = 'The quick brown fox jumps over the lazy dog, again and again and again.\n';
+    const body = line.repeat(Math.ceil((4096 - head.length) / line.length)).slice(0, 4096 - head.length);
+    fs.writeFileSync(messageFile, head + body, { mode: 0o600 });
+    const settings: FilterSettings = { path: '~/.user-milter', timeout: 30_000, sandbox, limits: LIMITS, exitCodes: { reject: [1], tempfail: [75] } };
+    const job: FilterJob = { spoolPath: messageFile, user, envelope: envelope(user), settings };
+    const spec: SpawnLoopSpec = { user, sandbox, messageFile, runs, maxSeconds };
+
+    log(`filter runner bench: sandbox ${sandbox}, ${privileged ? 'as root, filter as uid ' + user.uid : 'unprivileged'}, 4096-byte message, trivial filter, ${cpus} CPUs, ${opts.threads ?? cpus} pool threads`);
+    // Warm up: worker threads loaded, page cache hot.
+    await runPoolLoop(pool, job, 20, cpus, maxSeconds);
+    await runSpawnLoop({ ...spec, runs: 20 });
+
+    const seqPlain = await runSpawnLoop(spec);
+    const seqPool = await runPoolLoop(pool, job, runs, 1, maxSeconds);
+    const conPlain = await runSpawnLoop({ ...spec, concurrency });
+    const conPool = await runPoolLoop(pool, job, runs, concurrency, maxSeconds);
+    const cost = (plain: LoopResult, viaPool: LoopResult) => Math.round((plain.perSecond / viaPool.perSecond - 1) * 1000) / 10;
+    const result: RunnerBenchResult = {
+      sandbox,
+      privileged,
+      messageBytes: 4096,
+      sequential: { plain: seqPlain, pool: seqPool, poolCostPercent: cost(seqPlain, seqPool) },
+      concurrent: { concurrency, plain: conPlain, pool: conPool, poolCostPercent: cost(conPlain, conPool) },
+    };
+    const row = (name: string, r: LoopResult) =>
+      `  ${name.padEnd(28)} ${String(r.runs).padStart(5)} runs  ${r.perSecond.toFixed(1).padStart(7)}/s  median ${median(r.durationsMs).toFixed(2).padStart(7)} ms${r.failures ? `  ${r.failures} FAILED` : ''}`;
+    log('sequential (one run at a time):');
+    log(row('plain spawn loop', seqPlain));
+    log(row('FilterPool', seqPool));
+    log(`  pool cost: ${result.sequential.poolCostPercent}% (plain/pool = ${(seqPlain.perSecond / seqPool.perSecond).toFixed(2)}; target <= 1.30)`);
+    log(`concurrent (${concurrency} in flight):`);
+    log(row('plain spawn loop', conPlain));
+    log(row('FilterPool', conPool));
+    log(`  pool cost: ${result.concurrent.poolCostPercent}% (plain/pool = ${(conPlain.perSecond / conPool.perSecond).toFixed(2)}; target <= 1.30)`);
+    return result;
+  } finally {
+    await pool.close();
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+}
+
+function argValue(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const opts: RunnerBenchOptions = {};
+  const runs = argValue('--runs');
+  const sandbox = argValue('--sandbox');
+  const conc = argValue('--concurrency');
+  const threads = argValue('--threads');
+  if (runs) opts.runs = Number(runs);
+  if (sandbox === 'setpriv' || sandbox === 'bwrap') opts.sandbox = sandbox;
+  if (conc) opts.concurrency = Number(conc);
+  if (threads) opts.threads = Number(threads);
+  benchRunner(opts).then(
+    (r) => {
+      const failed = r.sequential.plain.failures + r.sequential.pool.failures + r.concurrent.plain.failures + r.concurrent.pool.failures;
+      process.exitCode = failed > 0 ? 1 : 0;
+    },
+    (err: unknown) => {
+      console.error(err);
+      process.exitCode = 2;
+    },
+  );
+}
