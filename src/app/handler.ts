@@ -156,7 +156,7 @@ export class PerUserHandler implements MilterHandler {
     this.noteQueueId(tx);
     if (tx.filtered.size === 0) {
       // Contract §5.5: no local recipient with a filter -> accept without the body.
-      logMessage(this.conn, tx, [], 'accept', 'no local recipient with a filter');
+      logMessage(this.conn, tx, [], 'accept', { note: 'no local recipient with a filter' });
       this.app.metrics.message('accept');
       this.tx = null;
       return 'accept';
@@ -171,7 +171,11 @@ export class PerUserHandler implements MilterHandler {
 
   private async finishOversize(tx: Transaction, file: SpoolFile): Promise<StepResult> {
     const decision = decideOversize({ oversize: tx.config.policy.oversize, dryRun: tx.config.policy.dryRun });
-    logMessage(this.conn, tx, [], decision.action, `oversize (${file.messageBytes} > ${tx.config.milter.maxMessageSize} bytes)`, decision.dryRunWouldBe?.action);
+    logMessage(this.conn, tx, [], decision.action, {
+      reply: decision.reply,
+      note: `oversize: more than milter.maxMessageSize (${tx.config.milter.maxMessageSize}) bytes, not filtered`,
+      dryRunWouldBe: decision.dryRunWouldBe?.action,
+    });
     this.app.metrics.message(decision.action);
     await this.abort();
     return decision.action === 'reject' ? customReply(decision.reply ?? OVERSIZE_REPLY) : 'accept';

@@ -78,7 +78,7 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
     const busy = failure.reason instanceof PoolFullError;
     const reply = busy ? BUSY_REPLY : INTERNAL_FAILURE_REPLY;
     conn.log.error({ err: failure.reason, queueId: tx.queueId }, busy ? 'filter pool full' : 'filter run failed');
-    logMessage(conn, tx, [], 'tempfail', busy ? 'pool full' : 'internal error');
+    logMessage(conn, tx, [], 'tempfail', { reply, note: busy ? 'filter pool full' : 'internal error' });
     app.metrics.message('tempfail');
     return { reply: customReply(reply) };
   }
@@ -96,7 +96,11 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
   });
 
   const decision = decide(asked.users, tx.recipients.nonLocalCount, policySettings(config));
-  logMessage(conn, tx, asked.results, decision.action, decision.reply ?? '', decision.dryRunWouldBe?.action, decision.dropRcpts);
+  logMessage(conn, tx, asked.results, decision.action, {
+    reply: decision.reply,
+    dryRunWouldBe: decision.dryRunWouldBe?.action,
+    dropped: decision.dropRcpts,
+  });
   app.metrics.message(decision.action);
   switch (decision.action) {
     case 'accept': {
@@ -115,9 +119,7 @@ export function logMessage(
   tx: Transaction,
   results: ReadonlyArray<{ user: string; result: FilterResult }>,
   action: Action,
-  detail: string,
-  dryRunWouldBe?: Action,
-  dropped?: readonly string[],
+  extra: { reply?: string | undefined; note?: string; dryRunWouldBe?: Action | undefined; dropped?: readonly string[] | undefined } = {},
 ): void {
   const users = results.map(({ user, result }) => ({
     user,
@@ -133,9 +135,10 @@ export function logMessage(
       rcpts: tx.recipients.localUserCount + tx.recipients.nonLocalCount,
       users,
       action,
-      ...(detail ? { reply: detail } : {}),
-      ...(dryRunWouldBe ? { dryRunWouldBe } : {}),
-      ...(dropped && dropped.length > 0 ? { dropped } : {}),
+      ...(extra.reply ? { reply: extra.reply } : {}),
+      ...(extra.note ? { note: extra.note } : {}),
+      ...(extra.dryRunWouldBe ? { dryRunWouldBe: extra.dryRunWouldBe } : {}),
+      ...(extra.dropped && extra.dropped.length > 0 ? { dropped: extra.dropped } : {}),
       ms: Math.round(performance.now() - tx.started),
     },
     'message',

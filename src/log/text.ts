@@ -26,6 +26,8 @@ export interface MessageSummary {
   users: readonly UserSummary[];
   action: string;
   reply?: string;
+  /** Why the message took a path of its own (early accept, oversize, pool full). */
+  note?: string;
   dryRunWouldBe?: string;
   dropped?: readonly string[];
   /** Whole message handling time in milliseconds. */
@@ -63,6 +65,7 @@ export function formatMessageSummary(s: MessageSummary): string {
   for (const u of s.users) parts.push(userPart(u));
   parts.push(`action=${s.action}`);
   if (s.reply) parts.push(`reply=${JSON.stringify(s.reply)}`);
+  if (s.note) parts.push(`note=${JSON.stringify(s.note)}`);
   if (s.dryRunWouldBe) parts.push(`dry_run_would_be=${s.dryRunWouldBe}`);
   if (s.dropped && s.dropped.length > 0) parts.push(`dropped=${quote(s.dropped.join(','))}`);
   if (s.ms !== undefined) parts.push(`ms=${Math.round(s.ms)}`);
