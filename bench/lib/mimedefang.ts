@@ -114,7 +114,7 @@ export async function startMimeDefang(dir: string, opts: { minWorkers: number; m
     ['-D', '-U', 'defang', '-z', spool, '-s', mxSock, '-f', '/usr/bin/mimedefang.pl', '-F', filter,
      '-m', String(opts.minWorkers), '-x', String(opts.maxWorkers), '-r', '100000',
      // queue requests when every worker is busy (like per-user-milter's pool queue) instead of failing them
-     '-q', '200', '-Q', '120', '-p', path.join(spool, 'mx.pid')],
+     '-q', '128', '-Q', '120', '-p', path.join(spool, 'mx.pid')],
     path.join(dir, 'multiplexor.log'),
   );
   await waitForSocket('mimedefang-multiplexor', { path: mxSock }, multiplexor.child);
