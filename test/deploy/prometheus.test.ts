@@ -7,10 +7,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { lacksCommand, lacksRoot } from '../support/require.js';
 import {
-  DEPLOY, deliver, ensureUser, freePort, httpGet, lacksServe, optionalImport, readDeploy, startServe, tmpDir, waitFor, writeFilter,
+  DEPLOY, deliver, ensureUser, freePort, httpGet, lacksServe, optionalImport, readDeploy, sleep, startServe, tmpDir, waitFor, writeFilter,
 } from './support.js';
 
 const PROM = path.join(DEPLOY, 'prometheus');
@@ -237,6 +238,20 @@ test('a real Prometheus scrapes serve during a load and stores what the load did
     else assert.equal(d.type, 'accept', `${JSON.stringify(d)}\n${serve.output()}`);
   }
 
+  // What a Kubernetes readiness probe does (deploy/kubernetes: tcpSocket on
+  // the milter port): connect and close. That must not count as an error,
+  // or PerUserMilterProtocolErrors would fire every few seconds.
+  for (let i = 0; i < 3; i++) {
+    await new Promise<void>((resolve, reject) => {
+      const s = net.connect(milterPort, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve();
+      });
+      s.once('error', reject);
+    });
+  }
+
   // What Prometheus stored, once a scrape after the load has landed.
   const messages = await waitFor('stored message counters', 30_000, async () => {
     const m = await byLabel(base, 'per_user_milter_messages_total{job="per-user-milter"}', 'action');
@@ -252,6 +267,9 @@ test('a real Prometheus scrapes serve during a load and stores what the load did
   assert.equal(recipients.nonlocal ?? 0, 0);
   const runCount = await query(base, 'sum(per_user_milter_filter_duration_seconds_count{job="per-user-milter"})');
   assert.equal(Number(runCount[0]?.value[1]), ACCEPTS + REJECTS, 'histogram counted every run');
+  await sleep(2500); // two scrapes after the probes
+  const protocolErrors = await query(base, 'per_user_milter_protocol_errors_total{job="per-user-milter"}');
+  assert.equal(protocolErrors[0]?.value[1], '0', 'probe connections are not protocol errors');
   const spooled = await query(base, 'per_user_milter_spool_bytes_total{job="per-user-milter"}');
   assert.ok(Number(spooled[0]?.value[1]) > 0, 'spool bytes counted');
   // The shipped rules loaded and evaluate cleanly against real series.
