@@ -123,6 +123,18 @@ export interface RunnerBenchResult {
   concurrent: { concurrency: number; plain: LoopResult; pool: LoopResult; poolCostPercent: number };
 }
 
+function merge(parts: LoopResult[]): LoopResult {
+  const runs = parts.reduce((n, p) => n + p.runs, 0);
+  const elapsedMs = parts.reduce((n, p) => n + p.elapsedMs, 0);
+  return {
+    runs,
+    failures: parts.reduce((n, p) => n + p.failures, 0),
+    elapsedMs,
+    durationsMs: parts.flatMap((p) => p.durationsMs),
+    perSecond: elapsedMs > 0 ? (runs * 1000) / elapsedMs : 0,
+  };
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? NaN : (s[Math.floor(s.length / 2)] ?? NaN);
@@ -172,10 +184,22 @@ export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<Runner
     await runPoolLoop(pool, job, 20, cpus, maxSeconds);
     await runSpawnLoop({ ...spec, runs: 20 });
 
-    const seqPlain = await runSpawnLoop(spec);
-    const seqPool = await runPoolLoop(pool, job, runs, 1, maxSeconds);
-    const conPlain = await runSpawnLoop({ ...spec, concurrency });
-    const conPool = await runPoolLoop(pool, job, runs, concurrency, maxSeconds);
+    // Plain and pool alternate in rounds, so that both see the same machine
+    // (other load on a shared box drifts over seconds).
+    const ROUNDS = 5;
+    const per = Math.max(1, Math.ceil(runs / ROUNDS));
+    const slice = maxSeconds / ROUNDS;
+    const interleaved = async (conc: number): Promise<[LoopResult, LoopResult]> => {
+      const plain: LoopResult[] = [];
+      const viaPool: LoopResult[] = [];
+      for (let i = 0; i < ROUNDS; i++) {
+        plain.push(await runSpawnLoop({ ...spec, runs: per, concurrency: conc, maxSeconds: slice }));
+        viaPool.push(await runPoolLoop(pool, job, per, conc, slice));
+      }
+      return [merge(plain), merge(viaPool)];
+    };
+    const [seqPlain, seqPool] = await interleaved(1);
+    const [conPlain, conPool] = await interleaved(concurrency);
     const cost = (plain: LoopResult, viaPool: LoopResult) => Math.round((plain.perSecond / viaPool.perSecond - 1) * 1000) / 10;
     const result: RunnerBenchResult = {
       sandbox,

@@ -165,6 +165,9 @@ async function spawnAndWait(
     stdout: 'pipe',
     stderr: 'pipe',
     buffer: false,
+    // Raw Buffer chunks: no decoding transform per chunk (cheaper; the capture decodes once).
+    encoding: 'buffer',
+    stripFinalNewline: false,
     env: plan.env,
     extendEnv: false,
     cwd: plan.cwd,
