@@ -158,10 +158,11 @@ async function byLabel(base: string, q: string, label: string): Promise<Record<s
 
 const VERDICT_FILTER = `#!/bin/sh
 # Rejects messages that ask for it (test/deploy/prometheus.test.ts).
-if grep -q '^X-Pumops-Verdict: reject' ; then
-  echo "5.7.1 pumops-prom does not want this"
-  exit 1
-fi
+verdict=$(sed -n 's/^X-Pumops-Verdict: //p' | head -n 1)
+case "$verdict" in
+  reject) echo "5.7.1 pumops-prom does not want this"; exit 1 ;;
+  tempfail) echo "4.7.1 pumops-prom is busy"; exit 75 ;;
+esac
 exit 0
 `;
 
@@ -223,18 +224,20 @@ test('a real Prometheus scrapes serve during a load and stores what the load did
     return up[0]?.value[1] === '1' && zero[0]?.value[1] === '0' ? true : undefined;
   });
 
-  // The load: accepts and rejects for the local test user.
-  const ACCEPTS = 5;
-  const REJECTS = 3;
+  // The load: accepts, rejects and tempfails for the local test user.
+  const plan = ['accept', 'reject', 'accept', 'tempfail', 'accept', 'reject', 'accept', 'reject', 'accept'] as const;
+  const ACCEPTS = plan.filter((v) => v === 'accept').length;
+  const REJECTS = plan.filter((v) => v === 'reject').length;
+  const TEMPFAILS = plan.filter((v) => v === 'tempfail').length;
   const spec = `inet:${milterPort}@127.0.0.1`;
-  for (let i = 0; i < ACCEPTS + REJECTS; i++) {
-    const reject = i % 3 === 1;
+  for (const [i, verdict] of plan.entries()) {
     const d = await deliver(spec, {
       from: `sender${i}@pumops.test`, to: [`${user.name}@pumops.test`], queueId: `PROM${String(i).padStart(4, '0')}`,
-      headers: [['From', `sender${i}@pumops.test`], ['Subject', `load ${i}`], ['X-Pumops-Verdict', reject ? 'reject' : 'accept']],
+      headers: [['From', `sender${i}@pumops.test`], ['Subject', `load ${i}`], ['X-Pumops-Verdict', verdict]],
       body: `message ${i}\n`,
     });
-    if (reject) assert.deepEqual([d.type, d.text], ['replycode', '550 5.7.1 pumops-prom does not want this'], serve.output());
+    if (verdict === 'reject') assert.deepEqual([d.type, d.text], ['replycode', '550 5.7.1 pumops-prom does not want this'], serve.output());
+    else if (verdict === 'tempfail') assert.deepEqual([d.type, d.text], ['replycode', '451 4.7.1 pumops-prom is busy'], serve.output());
     else assert.equal(d.type, 'accept', `${JSON.stringify(d)}\n${serve.output()}`);
   }
 
@@ -255,18 +258,18 @@ test('a real Prometheus scrapes serve during a load and stores what the load did
   // What Prometheus stored, once a scrape after the load has landed.
   const messages = await waitFor('stored message counters', 30_000, async () => {
     const m = await byLabel(base, 'per_user_milter_messages_total{job="per-user-milter"}', 'action');
-    return m.accept === ACCEPTS && m.reject === REJECTS ? m : undefined;
+    return m.accept === ACCEPTS && m.reject === REJECTS && m.tempfail === TEMPFAILS ? m : undefined;
   }).catch(async (err) => {
     throw new Error(`${(err as Error).message}; Prometheus has ${JSON.stringify(await byLabel(base, 'per_user_milter_messages_total', 'action'))}\n${serve.output()}`);
   });
-  assert.deepEqual(messages, { accept: ACCEPTS, reject: REJECTS, tempfail: 0 });
+  assert.deepEqual(messages, { accept: ACCEPTS, reject: REJECTS, tempfail: TEMPFAILS });
   const runs = await byLabel(base, 'per_user_milter_filter_runs_total{job="per-user-milter"}', 'outcome');
-  assert.deepEqual(runs, { accept: ACCEPTS, reject: REJECTS, tempfail: 0, nofilter: 0, unsafe: 0, error: 0, timeout: 0 });
+  assert.deepEqual(runs, { accept: ACCEPTS, reject: REJECTS, tempfail: TEMPFAILS, nofilter: 0, unsafe: 0, error: 0, timeout: 0 });
   const recipients = await byLabel(base, 'per_user_milter_recipients_total{job="per-user-milter"}', 'kind');
-  assert.equal(recipients.local, ACCEPTS + REJECTS);
+  assert.equal(recipients.local, plan.length);
   assert.equal(recipients.nonlocal ?? 0, 0);
   const runCount = await query(base, 'sum(per_user_milter_filter_duration_seconds_count{job="per-user-milter"})');
-  assert.equal(Number(runCount[0]?.value[1]), ACCEPTS + REJECTS, 'histogram counted every run');
+  assert.equal(Number(runCount[0]?.value[1]), plan.length, 'histogram counted every run');
   await sleep(2500); // two scrapes after the probes
   const protocolErrors = await query(base, 'per_user_milter_protocol_errors_total{job="per-user-milter"}');
   assert.equal(protocolErrors[0]?.value[1], '0', 'probe connections are not protocol errors');
