@@ -55,6 +55,19 @@ for (const kind of MTA_KINDS) {
       await rig.stop();
     });
 
+    it('nothing listening at the milter socket: 4xx (milter_default_action = tempfail / F=T), nothing delivered', async (t) => {
+      if (cannotRun(t)) return;
+      await rig.scenario(async () => {
+        rig.setFilters({ alice: filters.accept() });
+        await rig.stopMilter();
+        const r = await rig.send({ to: rig.addr('alice') });
+        assert.notEqual(r.code, 0, r.transcript);
+        assert.match(r.errors[0] ?? '', /^451[ -]4\.\d\.\d /, r.transcript);
+        await rig.mta.settle();
+        assert.equal(rig.delivered('alice', r.caseId), 0);
+      });
+    });
+
     it('milter killed (SIGKILL) while a filter runs: 4xx, nothing delivered; resent after restart: delivered once', async (t) => {
       if (cannotRun(t)) return;
       await rig.scenario(async () => {
@@ -73,7 +86,9 @@ for (const kind of MTA_KINDS) {
         assert.equal(rig.delivered('alice', caseId), 0);
         assert.equal(rig.delivered('bob', caseId), 0);
         // the killed milter could not reap its filter: end what it left behind (test users only)
-        for (const pid of await processesOf(rig.user('alice').uid)) {
+        const orphans = await processesOf(rig.user('alice').uid);
+        t.diagnostic(`filter processes left behind by the killed milter: ${orphans.length}`);
+        for (const pid of orphans) {
           try {
             process.kill(pid, 'SIGKILL');
           } catch {

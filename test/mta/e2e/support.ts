@@ -119,18 +119,29 @@ export class Rig {
     if (errs.length) throw errs[0];
   }
 
-  /** (Re)starts the milter with this case's configuration. */
+  /**
+   * Makes sure the milter runs with this case's configuration: a running
+   * milter with the same configuration is kept (filters are read per message,
+   * so changing them needs no restart), anything else is restarted.
+   */
   async startMilter(config: MilterOptions['config'] = {}): Promise<Milter> {
+    const full = { 'users.minUid': 1000, ...config };
+    const key = JSON.stringify(Object.entries(full).sort(([a], [b]) => a.localeCompare(b)));
+    if (this.milter && this.milterKey === key && this.milter.alive()) return this.milter;
     await this.stopMilter();
-    this.milter = await startMilter({ listen: this.listen, config: { 'users.minUid': 1000, ...config } });
+    this.milter = await startMilter({ listen: this.listen, config: full });
+    this.milterKey = key;
     return this.milter;
   }
 
   async stopMilter(): Promise<void> {
     const m = this.milter;
     this.milter = undefined;
+    this.milterKey = '';
     if (m) await m.stop();
   }
+
+  private milterKey = '';
 
   /** Gives every test user the filter named here (others get none) and clears what earlier filters wrote. */
   setFilters(map: Record<string, string | null>): void {

@@ -2,7 +2,7 @@
 // the MTAs here are configured with a 3 s read timeout for the milter's
 // end-of-message reply (Postfix milter_content_timeout = 3s; Sendmail T=R:3s,
 // which Sendmail applies to each read while E: bounds the whole wait) and the
-// filter is killed after 7 s. With progress every second the MTA waits, the
+// filter is killed after 6 s. With progress every 750 ms the MTA waits, the
 // outcome is `timeout`, and filter.onError decides. The control case turns
 // progress off and the MTA gives up after 3 s: that is what progress prevents.
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ import { filters, processesOf, sleep, waitFor } from '../harness/index.js';
 import { MTA_KINDS, Rig, cannotRun, quietlyRunnable } from './support.js';
 
 const MTA_READ_TIMEOUT_S = 3;
-const FILTER_TIMEOUT_MS = 7000;
+const FILTER_TIMEOUT_MS = 6000;
 
 for (const kind of MTA_KINDS) {
   describe(`${kind}: a hanging filter`, () => {
@@ -38,7 +38,7 @@ for (const kind of MTA_KINDS) {
         const milter = await rig.startMilter({
           'filter.timeout': FILTER_TIMEOUT_MS,
           'filter.onError': 'accept',
-          'milter.progressInterval': 1000,
+          'milter.progressInterval': 750,
         });
         const mark = milter.logMark();
         const mtaMark = rig.mta.logMark();
@@ -64,7 +64,7 @@ for (const kind of MTA_KINDS) {
         await rig.startMilter({
           'filter.timeout': FILTER_TIMEOUT_MS,
           'filter.onError': 'tempfail',
-          'milter.progressInterval': 1000,
+          'milter.progressInterval': 750,
           'policy.tempfailReply': '451 4.7.1 pumtest: filters did not finish',
         });
         const t0 = Date.now();

@@ -1,10 +1,12 @@
 // Verdicts end to end (contract §5), against real Postfix and real Sendmail:
 // the SMTP client's view (reply codes and texts) and the mailboxes' view
-// (who received what, exactly once). One MTA instance per describe block; the
+// (who received what, exactly once); and what the filter sees (filter-view.ts).
+// One MTA instance per describe block; the
 // milter is restarted with each case's configuration.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { filters } from '../harness/index.js';
+import { filterViewCase } from './filter-view.js';
 import { MTA_KINDS, REMOTE_DOMAIN, Rig, cannotRun, quietlyRunnable } from './support.js';
 
 for (const kind of MTA_KINDS) {
@@ -243,5 +245,7 @@ for (const kind of MTA_KINDS) {
         assert.equal(rig.user('alice').runs().length, 1);
       });
     });
+
+    filterViewCase(rig);
   });
 }

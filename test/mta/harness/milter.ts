@@ -31,6 +31,8 @@ export interface Milter {
   waitForLog(re: RegExp, mark?: LogMark, timeoutMs?: number): Promise<string>;
   /** Resident set size and its high-water mark, bytes (/proc/PID/status). */
   memory(): Promise<{ rss: number; hwm: number }>;
+  /** True while the process has not exited. */
+  alive(): boolean;
   /** Sends a signal (e.g. SIGKILL) without waiting. */
   kill(signal: NodeJS.Signals): void;
   /** Resolves with the exit code (or signal name) once the process is gone. */
@@ -123,6 +125,7 @@ export async function startMilter(o: MilterOptions): Promise<Milter> {
         return re.test(s) ? s : '';
       }, timeoutMs),
     memory: () => procMemory(child.pid!),
+    alive: () => status === undefined,
     kill: (sig) => {
       if (status === undefined) child.kill(sig);
     },
