@@ -168,6 +168,8 @@ export class MilterConnection {
   /** The in-flight call still owes the MTA a final reply. */
   private replyOwed = false;
   private draining = false;
+  /** Sends SMFIR_PROGRESS while eom() runs. */
+  private progressTimer: NodeJS.Timeout | undefined;
   private isClosed = false;
   private resolveClosed!: () => void;
 
@@ -410,20 +412,24 @@ export class MilterConnection {
       return;
     }
     this.replyOwed = reply;
-    let progress: NodeJS.Timeout | undefined;
     if (stepName === 'eom' && this.settings.progressInterval > 0) {
-      progress = setInterval(() => this.sendProgress(), this.settings.progressInterval);
+      this.progressTimer = setInterval(() => this.sendProgress(), this.settings.progressInterval);
     }
     return Promise.resolve(result).then(
       (value) => {
-        if (progress) clearInterval(progress);
+        this.stopProgress();
         this.answer(stepName, reply, value);
       },
       (error: unknown) => {
-        if (progress) clearInterval(progress);
+        this.stopProgress();
         this.answerError(stepName, reply, error);
       },
     );
+  }
+
+  private stopProgress(): void {
+    if (this.progressTimer) clearInterval(this.progressTimer);
+    this.progressTimer = undefined;
   }
 
   private sendProgress(): void {
@@ -516,6 +522,7 @@ export class MilterConnection {
   close(reason: CloseReason): void {
     if (this.isClosed) return;
     this.isClosed = true;
+    this.stopProgress();
     this.abortController.abort();
     if (reason === 'quit' || reason === 'shutdown' || reason === 'refused' || reason === 'idle-timeout') this.socket.end();
     else this.socket.destroy();
