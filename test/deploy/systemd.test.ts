@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { lacksCommand, lacksRoot } from '../support/require.js';
 import {
-  DEPLOY, deliver, ensureUser, freePort, httpGet, lacksServe, metricValue, readDeploy, startServe, tmpDir, waitFor, writeFilter,
+  DEPLOY, deliver, ensureUser, freePort, httpGet, lacksServe, metricValue, readDeploy, sleep, startServe, tmpDir, waitFor, writeFilter,
 } from './support.js';
 
 type Unit = Map<string, Map<string, string[]>>;
@@ -326,6 +326,15 @@ async function filtersRunAsTheirUsers(t: TestContext, v: Variant): Promise<void>
   assert.equal(metricValue(metrics, 'per_user_milter_filter_runs_total', { outcome: 'timeout' }), 1);
   assert.equal(metricValue(metrics, 'per_user_milter_filter_runs_total', { outcome: 'accept' }), 1);
   assert.equal(metricValue(metrics, 'per_user_milter_filter_runs_total', { outcome: 'reject' }), 1);
+
+  // systemd's reload (ExecReload=kill -HUP $MAINPID): still serving after it.
+  fs.rmSync(path.join(accepter.home, 'ran-as'), { force: true });
+  process.kill(pid, 'SIGHUP');
+  await sleep(1000);
+  assert.equal(serve.child.exitCode, null, `serve exited on SIGHUP\n${serve.output()}`);
+  const again = await deliver(spec, { from: 'sender@pumops.test', to: [`${accepter.name}@pumops.test`], headers, body: 'hello\n', queueId: 'CAP0004' });
+  assert.equal(again.type, 'accept', JSON.stringify(again));
+  ranAs(accepter);
 
   // systemd's stop: SIGTERM, exit 0.
   assert.equal(await serve.stop(), 0, serve.output());
