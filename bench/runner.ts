@@ -4,6 +4,7 @@
 // loop in the same process and run. The ratio is the cost of the pool.
 //
 //   node dist/bench/runner.js [--runs N] [--sandbox setpriv|bwrap] [--concurrency N] [--threads N]
+//   node dist/bench/runner.js --links      (what each link of the chain costs)
 //
 // As root it runs as a throw-away user pumrun-bench (uid 61010, no system
 // account needed); otherwise as the current user (unprivileged mode).
@@ -13,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { filterPathFor } from '../src/filter/locate.js';
-import { buildLaunch, filterEnvironment, type SandboxKind } from '../src/filter/sandbox.js';
+import { buildLaunch, bwrapArgs, defaultTools, filterEnvironment, prlimitArgs, setprivArgs, systemLayout, type SandboxKind } from '../src/filter/sandbox.js';
 import type { EnvelopeFacts, FilterJob, FilterSettings } from '../src/pool/job.js';
 import { FilterPool } from '../src/pool/pool.js';
 import type { UserAccount } from '../src/users/user.js';
@@ -225,12 +226,80 @@ export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<Runner
   }
 }
 
+/**
+ * What each link of the chain costs: the same trivial filter behind longer
+ * and longer chains, interleaved rounds, median wall time (docs/sandbox.md).
+ */
+export async function measureLinks(opts: { rounds?: number; log?: (line: string) => void } = {}): Promise<Record<string, number>> {
+  const log = opts.log ?? ((l: string) => console.log(l));
+  const rounds = opts.rounds ?? 30;
+  if (process.geteuid?.() !== 0) throw new Error('--links needs root (it switches to a test uid)');
+  const base = fs.mkdtempSync('/var/lib/pumrun-links-');
+  try {
+    fs.chmodSync(base, 0o755);
+    const home = path.join(base, 'home');
+    fs.mkdirSync(home, { mode: 0o700 });
+    const user: UserAccount = { name: 'pumrun-bench', uid: BENCH_UID, gid: BENCH_UID, groups: [BENCH_UID], home, shell: '/bin/sh' };
+    const filter = path.join(home, '.user-milter');
+    fs.writeFileSync(filter, TRIVIAL, { mode: 0o755 });
+    fs.chownSync(home, user.uid, user.gid);
+    const msg = path.join(base, 'message');
+    fs.writeFileSync(msg, 'Return-Path: <s@x>\nSubject: bench\n\n' + 'x'.repeat(4000) + '\n', { mode: 0o600 });
+    const t = defaultTools();
+    const pr = [t.prlimit, ...prlimitArgs(LIMITS), '--'];
+    const sp = [t.setpriv, ...setprivArgs(user, true), '--'];
+    const bw = [t.bwrap, ...bwrapArgs(user, filter, true, systemLayout()), '--'];
+    const envu = [t.env, '-u', 'PWD', '--'];
+    const sh = [t.sh, '-c', 'umask 077 && unset PWD && exec "$@"', 'sh'];
+    const variants: Record<string, string[]> = {
+      'filter alone (root, no switch)': [filter],
+      setpriv: [...sp, filter],
+      'prlimit + setpriv (setpriv mode)': [...pr, ...sp, filter],
+      'sh shim + prlimit + setpriv': [...sh, ...pr, ...sp, filter],
+      'bwrap + env + setpriv': [...bw, ...envu, ...sp, filter],
+      'prlimit + bwrap + env + setpriv (bwrap mode)': [...pr, ...bw, ...envu, ...sp, filter],
+    };
+    const env = filterEnvironment(user, envelope(user));
+    const one = (argv: string[]) =>
+      new Promise<void>((resolve, reject) => {
+        const fd = fs.openSync(msg, 'r');
+        const c = spawn(argv[0] ?? '', argv.slice(1), { env, cwd: home, stdio: [fd, 'ignore', 'ignore'], detached: true });
+        fs.closeSync(fd);
+        c.on('error', reject);
+        c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${argv[0]} exited ${code}`))));
+      });
+    const times: Record<string, number[]> = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
+    for (let r = 0; r < rounds; r++) {
+      for (const [k, argv] of Object.entries(variants)) {
+        const s = performance.now();
+        await one(argv);
+        times[k]?.push(performance.now() - s);
+      }
+    }
+    const out: Record<string, number> = {};
+    const alone = median(times['filter alone (root, no switch)'] ?? []);
+    log(`launcher chain cost, ${rounds} interleaved rounds, median wall time per run (load average ${os.loadavg()[0]?.toFixed(1)}):`);
+    for (const [k, v] of Object.entries(times)) {
+      out[k] = median(v);
+      log(`  ${k.padEnd(46)} ${median(v).toFixed(1).padStart(7)} ms  x${(median(v) / alone).toFixed(1)}`);
+    }
+    return out;
+  } finally {
+    fs.rmSync(base, { recursive: true, force: true });
+  }
+}
+
 function argValue(name: string): string | undefined {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv.includes('--links')) {
+  measureLinks().catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 2;
+  });
+} else if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const opts: RunnerBenchOptions = {};
   const runs = argValue('--runs');
   const sandbox = argValue('--sandbox');

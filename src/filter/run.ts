@@ -17,11 +17,6 @@ export const KILL_GRACE_MS = 2000;
 /** After SIGKILL, stop waiting for output and exit status this much later, whatever holds them. */
 const ABANDON_MS = 500;
 
-export interface RunOptions {
-  /** Override the privilege decision (tests); default: effective uid is 0. */
-  privileged?: boolean;
-}
-
 function isPrivileged(): boolean {
   return process.geteuid?.() === 0;
 }
@@ -106,10 +101,11 @@ class Capture {
 
 const LAUNCHER_FAILURE = /^(prlimit|setpriv|bwrap): /;
 
-export async function runFilter(job: FilterJob, opts: RunOptions = {}): Promise<FilterResult> {
+export async function runFilter(job: FilterJob): Promise<FilterResult> {
   const started = performance.now();
   const { user, settings } = job;
-  const privileged = opts.privileged ?? isPrivileged();
+  // Decided by the real euid only: a root milter must never skip the user switch.
+  const privileged = isPrivileged();
   warnOnce(job, privileged);
   closeStraysOnce();
 
