@@ -59,6 +59,7 @@ for (const sandbox of ['setpriv', 'bwrap'] as const) {
       assert.match(out, /NoNewPrivs: 1;/);
       assert.match(out, /CapEff: 0000000000000000;/);
       assert.match(out, /CapInh: 0000000000000000;/);
+      assert.match(out, /Max cpu time 10 10 seconds;Max processes 64 64 processes;/);
       // `exec ls /proc/self/fd`: 0 1 2 and ls's own directory handle (3); a leaked descriptor would push it to 4.
       const fds = out.split('\n').filter((l) => /^\d+$/.test(l.trim())).map(Number).sort((x, y) => x - y);
       assert.deepEqual(fds, [0, 1, 2, 3]);
