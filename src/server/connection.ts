@@ -503,7 +503,8 @@ export class MilterConnection {
   // ---- output and teardown --------------------------------------------------
 
   private writeReply(reply: Reply): void {
-    if (this.isClosed || this.socket.destroyed) return;
+    // The MTA may have half-closed (Node then ends our side too): nothing can go out any more.
+    if (this.isClosed || this.socket.destroyed || this.socket.writableEnded) return;
     // One Buffer, one write() per packet.
     this.socket.write(encodeReply(reply));
   }
