@@ -147,3 +147,40 @@ describe('maxConnections', () => {
     }
   });
 });
+
+describe('one write per packet', () => {
+  it('writes every reply packet whole, in one socket.write() of one Buffer', async () => {
+    const { Socket } = await import('node:net');
+    const { FrameDecoder } = await import('../../../src/milter/frame.js');
+    const original = Socket.prototype.write;
+    const writes: Buffer[] = [];
+    // Server-side sockets have a `server`; the client's do not.
+    Socket.prototype.write = function (this: import('node:net').Socket & { server?: unknown }, chunk: unknown, ...rest: unknown[]) {
+      if (this.server) writes.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
+      return (original as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+    } as typeof original;
+    const demo = demoApplication({ eom: () => sleep(120).then(() => ({ reply: { code: '550', text: ['5.7.1 a', 'b'] }, modifications: [{ kind: 'addHeader' as const, name: 'X-A', value: 'b' }] })) });
+    const server = await startInet({ application: demo.application, progressInterval: 30 });
+    try {
+      const client = await MilterClient.connect(server.address);
+      await client.negotiate();
+      await client.connect('w.example', 'inet', 1, '192.0.2.1');
+      await client.mail('<s@x>');
+      await client.rcpt('<r@x>');
+      await client.body('x'.repeat(1000));
+      const eom = await client.eom();
+      assert.ok(eom.progress > 0);
+      await client.quit();
+    } finally {
+      Socket.prototype.write = original;
+      await server.close({ graceMs: 200 });
+    }
+    assert.ok(writes.length >= 8, `saw ${writes.length} writes`);
+    for (const buffer of writes) {
+      const decoder = new FrameDecoder();
+      decoder.push(buffer);
+      assert.ok(decoder.next(), 'a whole packet');
+      assert.equal(decoder.bufferedBytes, 0, 'exactly one packet');
+    }
+  });
+});

@@ -187,3 +187,28 @@ describe('application errors', () => {
     }
   });
 });
+
+describe('inet6', () => {
+  it('listens and serves on inet6:PORT@::1 when the host has IPv6 loopback', async (t) => {
+    const demo = demoApplication();
+    let server: MilterServer;
+    try {
+      server = await Server.start({ listen: 'inet6:0@::1', application: demo.application });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL' || (error as NodeJS.ErrnoException).code === 'EAFNOSUPPORT') {
+        t.skip('no IPv6 loopback on this host');
+        return;
+      }
+      throw error;
+    }
+    try {
+      assert.match(server.address, /^inet6:\d+@::1$/);
+      const client = await MilterClient.connect(server.address);
+      await client.negotiate();
+      assert.equal((await client.connect('v6.example', 'inet6', 1, '2001:db8::1'))?.type, 'continue');
+      await client.quit();
+    } finally {
+      await server.close({ graceMs: 200 });
+    }
+  });
+});
