@@ -15,7 +15,7 @@ import path from 'node:path';
 import { buildNullMilter, Daemon, repoRoot, startNullMilter, startPerUserMilter, unixSocket, type SocketSpec } from './lib/daemons.js';
 import { installSudoers, removeSudoers, startMimeDefang, type MimeDefangPeer } from './lib/mimedefang.js';
 import { runMilterLoad, type MilterRecipient } from './lib/milter-load.js';
-import { ProcessMeter } from './lib/proc.js';
+import { ProcessMeter, waitQuiescent } from './lib/proc.js';
 import type { BenchRun, FilterKindOrNone, ScenarioResult, System, TargetCheck } from './lib/results.js';
 import { runSpawnBaseline } from './lib/spawn-baseline.js';
 import { DISCARD_DOMAIN, LOCAL_DOMAIN, runSmtpLoad, startBenchPostfix, type BenchPostfix } from './lib/smtp.js';
@@ -260,6 +260,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       const meter = new ProcessMeter(pid);
       const r = await runMilterLoad({ socket: socket.spec, connections: o.concurrency, messages: messageCount(o, base), maxSeconds: o.maxSeconds, recipients: rcpts, size: base.size });
       const m = meter.stop();
+      if (r.timedOut) await waitQuiescent([pid]);
       const verdictErrors = Object.entries(r.verdicts).filter(([k]) => k !== 'accept').map(([k, v]) => `${v} × verdict ${k}`);
       return {
         ...base,
@@ -280,7 +281,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         errors: [...r.errors, ...(r.verdicts.error ? [] : verdictErrors.filter((e) => !/reject|tempfail/.test(e)))],
         timedOut: r.timedOut,
         ratios: {},
-        notes: r.earlyVerdicts > 0 ? [`${r.earlyVerdicts} verdicts came before end of message (latency is that step's reply)`] : [],
+        notes: r.earlyVerdicts > 0 ? [`verdict given at: ${Object.entries(r.verdictSteps).map(([k, v]) => `${k} ${v}×`).join(', ')} (latency is that step's reply)`] : [],
       };
     };
 
@@ -356,6 +357,8 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         maxSeconds: o.maxSeconds,
       });
       const m = meter?.stop() ?? null;
+      // Cut short by the time bound: filters of aborted transactions may still run; let them finish first.
+      if (sut && r.timedOut) await waitQuiescent(sut.roots);
       return {
         ...base,
         layer: 'smtp',
@@ -391,7 +394,11 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         for (const n of RECIPIENT_COUNTS) items.push({ id: `smtp/postfix-only/r${n}/4k/local`, title: `Postfix, no milter, ${n} local recipient(s)`, system: 'postfix-only', sandbox: null, recipients: n, local: true, filter: 'none', size: KB4 });
         items.push({ id: 'smtp/postfix-only/r1/10m/pass', title: 'Postfix, no milter, 10 MB', system: 'postfix-only', sandbox: null, recipients: 1, local: false, filter: 'none', size: MB10 });
       }
-      for (const s of items) if (wanted(s.id) || s.id === 'smtp/postfix-only/r1/4k/pass' || o.only === null || s.local) scenarios.push(await smtpScenario(s, null));
+      // with --only, a baseline runs when something compared with it runs
+      const needed = (s: ScenarioBase): boolean =>
+        wanted(s.id) || s.id === 'smtp/postfix-only/r1/4k/pass' ||
+        (s.size === MB10 ? wanted('smtp/pum-setpriv/r1/10m/trivial') : s.local && ['pum-setpriv', 'pum-bwrap', 'mimedefang'].some((sys) => ['trivial', 'slow'].some((f) => wanted(`smtp/${sys}/r${s.recipients}/4k/${f}`))));
+      for (const s of items) if (needed(s)) scenarios.push(await smtpScenario(s, null));
     }
 
     // C null milter through Postfix

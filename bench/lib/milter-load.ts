@@ -33,6 +33,8 @@ export interface MilterLoadResult {
   verdicts: Record<string, number>;
   /** How many transactions got their verdict before end of message. */
   earlyVerdicts: number;
+  /** Transactions by the step whose reply was the verdict (eom, rcpt, ...). */
+  verdictSteps: Record<string, number>;
   errors: string[];
   timedOut: boolean;
 }
@@ -80,6 +82,8 @@ interface OneResult {
   verdictMs: number;
   transactionMs: number;
   early: boolean;
+  /** The step whose reply was the verdict. */
+  step: string;
 }
 
 async function oneTransaction(spec: MilterLoadSpec, body: Buffer): Promise<OneResult> {
@@ -89,9 +93,10 @@ async function oneTransaction(spec: MilterLoadSpec, body: Buffer): Promise<OneRe
     await c.negotiate();
     const qid = queueId();
     let tStep = performance.now();
+    let step = 'connect';
     const early = (reply: Reply | null): OneResult | null => {
       if (!isVerdict(reply)) return null;
-      return { verdict: classify(reply), verdictMs: performance.now() - tStep, transactionMs: 0, early: true };
+      return { verdict: classify(reply), verdictMs: performance.now() - tStep, transactionMs: 0, early: true, step };
     };
     c.macro('C', { j: 'mx.example.test', '{daemon_name}': 'mx.example.test', '{daemon_addr}': '127.0.0.1', v: 'Postfix 3.7.11', _: 'localhost [127.0.0.1]' });
     tStep = performance.now();
@@ -99,11 +104,13 @@ async function oneTransaction(spec: MilterLoadSpec, body: Buffer): Promise<OneRe
     if (!r) {
       c.macro('H', {});
       tStep = performance.now();
+      step = 'helo';
       r = early(await c.helo('client.test'));
     }
     if (!r) {
       c.macro('M', { '{mail_addr}': 'sender@client.test', '{mail_host}': 'client.test', '{mail_mailer}': 'smtp' });
       tStep = performance.now();
+      step = 'mail';
       r = early(await c.mail('<sender@client.test>'));
     }
     for (const [k, rcpt] of spec.recipients.entries()) {
@@ -113,11 +120,13 @@ async function oneTransaction(spec: MilterLoadSpec, body: Buffer): Promise<OneRe
       if (k > 0) macros.i = qid;
       c.macro('R', macros);
       tStep = performance.now();
+      step = 'rcpt';
       r = early(await c.rcpt(`<${rcpt.address}>`));
     }
     if (!r) {
       c.macro('T', { i: qid });
       tStep = performance.now();
+      step = 'data';
       r = early(await c.data());
     }
     const headers: Array<[string, string]> = [
@@ -132,17 +141,20 @@ async function oneTransaction(spec: MilterLoadSpec, body: Buffer): Promise<OneRe
       if (r) break;
       c.macro('L', { i: qid });
       tStep = performance.now();
+      step = 'header';
       r = early(await c.header(name, value));
     }
     if (!r) {
       c.macro('N', { i: qid });
       tStep = performance.now();
+      step = 'eoh';
       r = early(await c.eoh());
     }
     let skipped = false;
     for (let off = 0; off < body.length && !r && !skipped; off += MILTER_CHUNK) {
       c.macro('B', { i: qid });
       tStep = performance.now();
+      step = 'body';
       const reply = await c.body(body.subarray(off, Math.min(body.length, off + MILTER_CHUNK)));
       if (reply?.type === 'skip') skipped = true;
       else r = early(reply);
@@ -151,7 +163,7 @@ async function oneTransaction(spec: MilterLoadSpec, body: Buffer): Promise<OneRe
       c.macro('E', { i: qid });
       tStep = performance.now();
       const eom = await c.eom();
-      r = { verdict: classify(eom.final), verdictMs: performance.now() - tStep, transactionMs: 0, early: false };
+      r = { verdict: classify(eom.final), verdictMs: performance.now() - tStep, transactionMs: 0, early: false, step: 'eom' };
     }
     // Postfix ends the transaction with ABORT after the verdict, then QUIT.
     c.abort();
@@ -171,6 +183,7 @@ export async function runMilterLoad(spec: MilterLoadSpec): Promise<MilterLoadRes
   const verdicts: Record<string, number> = {};
   const errors: string[] = [];
   let earlyVerdicts = 0;
+  const verdictSteps: Record<string, number> = {};
   let issued = 0;
   let timedOut = false;
   const t0 = performance.now();
@@ -188,6 +201,7 @@ export async function runMilterLoad(spec: MilterLoadSpec): Promise<MilterLoadRes
         verdictMs.push(r.verdictMs);
         transactionMs.push(r.transactionMs);
         if (r.early) earlyVerdicts++;
+        verdictSteps[r.step] = (verdictSteps[r.step] ?? 0) + 1;
       } catch (e) {
         verdicts.error = (verdicts.error ?? 0) + 1;
         if (errors.length < 10) errors.push(String((e as Error).message ?? e));
@@ -205,6 +219,7 @@ export async function runMilterLoad(spec: MilterLoadSpec): Promise<MilterLoadRes
     transactionLatencyMs: summarize(transactionMs),
     verdicts,
     earlyVerdicts,
+    verdictSteps,
     errors,
     timedOut,
   };

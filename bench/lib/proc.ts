@@ -151,3 +151,23 @@ export class ProcessMeter {
     return { cpuSeconds: cpu, machineCpuSeconds: machine, rssStartBytes: this.rss0, rssPeakBytes: peak };
   }
 }
+
+/**
+ * Waits until the process tree has stopped working: less than `threshold` CPU
+ * seconds over each of two consecutive `windowMs` windows (filters left over
+ * from a scenario cut short by its time bound must not run into the next one).
+ * Returns the seconds waited; gives up after `timeoutMs`.
+ */
+export async function waitQuiescent(roots: readonly number[], timeoutMs = 30_000, windowMs = 300, threshold = 0.03): Promise<number> {
+  const t0 = Date.now();
+  let calm = 0;
+  let last = treeCpuSeconds(roots);
+  while (Date.now() - t0 < timeoutMs) {
+    await new Promise((r) => setTimeout(r, windowMs));
+    const now = treeCpuSeconds(roots);
+    calm = now - last < threshold ? calm + 1 : 0;
+    last = now;
+    if (calm >= 2) break;
+  }
+  return (Date.now() - t0) / 1000;
+}
