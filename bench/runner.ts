@@ -6,7 +6,7 @@
 //   node dist/bench/runner.js [--runs N] [--sandbox setpriv|bwrap] [--concurrency N] [--threads N]
 //   node dist/bench/runner.js --links      (what each link of the chain costs)
 //
-// As root it runs as a throw-away user pumrun-bench (uid 61010, no system
+// As root it runs as a throw-away user pumrun-bench (uid 61090, no system
 // account needed); otherwise as the current user (unprivileged mode).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -20,7 +20,7 @@ import { FilterPool } from '../src/pool/pool.js';
 import type { UserAccount } from '../src/users/user.js';
 
 const TRIVIAL = '#!/bin/sh\ncat >/dev/null; exit 0\n';
-const BENCH_UID = 61010;
+const BENCH_UID = 61090;
 
 export interface SpawnLoopSpec {
   user: UserAccount;

@@ -10,7 +10,7 @@ const isRoot = process.getuid?.() === 0;
 let w: World;
 
 before(() => {
-  if (isRoot) w = makeWorld('limits');
+  if (isRoot) w = makeWorld('limits', 61011);
 });
 after(() => {
   w?.cleanup();

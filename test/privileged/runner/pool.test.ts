@@ -10,7 +10,7 @@ const isRoot = process.getuid?.() === 0;
 let w: World;
 
 before(() => {
-  if (isRoot) w = makeWorld('pool');
+  if (isRoot) w = makeWorld('pool', 61021);
 });
 after(() => {
   w?.cleanup();

@@ -11,7 +11,7 @@ import { makeWorld, type World } from './world.js';
 const isRoot = process.getuid?.() === 0;
 let w: World;
 before(() => {
-  if (isRoot) w = makeWorld('unpriv');
+  if (isRoot) w = makeWorld('unpriv', 61031);
 });
 after(() => {
   w?.cleanup();

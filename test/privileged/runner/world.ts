@@ -1,5 +1,5 @@
 // A throw-away world for the runner tests: test users pumrun-* with unused
-// uids 61001.. (passwd-file users, no system account needed for setpriv),
+// uids 61001.. (one range per test file; passwd-file users, no system account needed for setpriv),
 // their 0700 homes under a fresh root-owned base directory (not under /tmp:
 // a world-writable directory on the path makes every filter unsafe), a 0700
 // root spool directory with one message, and cleanup that kills whatever
@@ -66,7 +66,12 @@ export function killUid(uid: number): void {
   }
 }
 
-export function makeWorld(tag: string): World {
+/**
+ * `uidBase`: each test file gets its own uids (node --test runs files in
+ * parallel, and cleanup kills by uid): run 61001, limits 61011, pool 61021,
+ * unprivileged 61031 (bench/runner.ts uses 61090).
+ */
+export function makeWorld(tag: string, uidBase: number): World {
   const base = fs.mkdtempSync(`/var/lib/pumrun-${tag}-`);
   fs.chmodSync(base, 0o755);
   const home = (n: string) => path.join(base, 'home', n);
@@ -80,9 +85,9 @@ export function makeWorld(tag: string): World {
     shell: '/bin/sh',
   });
   const users = {
-    a: mk('pumrun-a', 61001, [SUPP_GID]),
-    b: mk('pumrun-b', 61002, []),
-    bomb: mk('pumrun-bomb', 61003, []),
+    a: mk('pumrun-a', uidBase, [SUPP_GID]),
+    b: mk('pumrun-b', uidBase + 1, []),
+    bomb: mk('pumrun-bomb', uidBase + 2, []),
   };
   for (const u of Object.values(users)) {
     fs.mkdirSync(u.home, { mode: 0o700 });
