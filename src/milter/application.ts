@@ -144,7 +144,10 @@ export interface MilterHandler {
    * The current transaction is over without (or after) an end of message:
    * SMFIC_ABORT, a new MAIL without ABORT, HELO mid-transaction, QUIT_NC.
    * Free per-message resources (spool file). May be called when no
-   * transaction is open; must be idempotent. Errors are logged only.
+   * transaction is open; must be idempotent. Errors are logged only. Not
+   * called for a transaction whose eom() was called: that transaction ends
+   * with eom() (also when the connection drops while it runs), so eom()
+   * cleans up after itself.
    */
   abort?(): MaybePromise<void>;
   /** The connection is over (QUIT, EOF, error, shutdown). Called once, last. Errors are logged only. */
