@@ -12,7 +12,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
-import { DEPLOY, ROOT, optionalImport, readDeploy, tmpDir } from './support.js';
+import { lacksCommand, lacksRoot } from '../support/require.js';
+import { DEPLOY, ROOT, lacksServe, optionalImport, readDeploy, tmpDir } from './support.js';
+import { filtersRunAsTheirUsers } from './privileges.js';
 
 const K8S = path.join(DEPLOY, 'kubernetes');
 type Obj = Record<string, any>;
@@ -263,4 +265,29 @@ test('the Containerfile builds a Debian + Node.js 20 image with setpriv, bwrap, 
   for (const m of text.matchAll(/^COPY\s+(?!--from)(.+)\s+\S+$/gm)) {
     for (const src of (m[1] ?? '').split(/\s+/)) assert.ok(fs.existsSync(path.join(ROOT, src)), `COPY source ${src} exists`);
   }
+});
+
+test("the pod's securityContext (uid 0, four capabilities, no_new_privs) is enough to run filters as their users", { timeout: 120_000 }, async (t) => {
+  if (lacksRoot(t) || lacksCommand(t, 'setpriv', 'util-linux') || lacksServe(t)) return;
+  const ms = await loadManifests(t);
+  if (!ms) return;
+  const pod = only(ms, 'Deployment').spec.template.spec;
+  const milter = (pod.containers as Obj[]).find((c) => c.name === 'milter');
+  assert.ok(milter);
+  const sc = milter.securityContext;
+  assert.equal(sc.runAsUser, 0);
+  assert.deepEqual(sc.capabilities.drop, ['ALL']);
+  const configMap = ms.find((m) => m.doc.kind === 'ConfigMap' && m.doc.metadata.name === 'per-user-milter-config')?.doc;
+  const sandbox = (JSON.parse(configMap?.data['config.json'] ?? '{}') as { filter: { sandbox: 'setpriv' | 'bwrap' } }).filter.sandbox;
+  // The container's privileges in the words of a unit file: root, a
+  // bounding (= effective) set of exactly the added capabilities, and
+  // allowPrivilegeEscalation: false = no_new_privs.
+  const unitText = [
+    '[Service]',
+    `User=${sc.runAsUser === 0 ? 'root' : String(sc.runAsUser)}`,
+    `NoNewPrivileges=${sc.allowPrivilegeEscalation === false ? 'yes' : 'no'}`,
+    `CapabilityBoundingSet=${(sc.capabilities.add as string[]).map((c) => `CAP_${c}`).join(' ')}`,
+    '',
+  ].join('\n');
+  await filtersRunAsTheirUsers(t, { unitText, sandbox, portFrom: 25430, prefix: 'pumops-k8s' });
 });
