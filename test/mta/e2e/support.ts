@@ -3,6 +3,7 @@
 // non-local domain, and the milter restarted with each case's configuration.
 // A failing case gets the MTA's log lines and the milter's output for that
 // case appended to its error.
+import { execFileSync } from 'node:child_process';
 import type { TestContext } from 'node:test';
 import {
   auxPort,
@@ -43,9 +44,15 @@ export function cannotRun(t: TestContext): boolean {
   );
 }
 
+/** Whether to start MTAs at all (without failing or skipping anything: the tests' cannotRun() does that). */
 export function quietlyRunnable(): boolean {
   if (process.getuid?.() !== 0) return false;
-  return true;
+  try {
+    execFileSync('sh', ['-c', 'command -v postconf && command -v swaks && command -v m4 && command -v unshare && command -v useradd'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export interface RigOptions {
@@ -222,9 +229,10 @@ export class Rig {
       if (m) extra += `\n===== per-user-milter output =====\n${m.logSince(milterMarks.get(m) ?? [0])}`;
       extra += `\n===== queue =====\n${await this.mta.queue().catch((q: unknown) => String(q))}`;
       if (e instanceof Error) {
-        e.message += extra;
         // reporters print the stack, which was rendered with the old message
-        if (e.stack) e.stack += extra;
+        const old = e.message;
+        e.message += extra;
+        if (e.stack) e.stack = e.stack.includes(old) ? e.stack.replace(old, e.message) : e.stack + extra;
         throw e;
       }
       throw new Error(String(e) + extra);

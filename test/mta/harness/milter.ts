@@ -104,10 +104,11 @@ export async function startMilter(o: MilterOptions): Promise<Milter> {
   };
   try {
     const t = target(o.listen);
-    await waitFor(`per-user-milter listening on ${o.listen}`, async () => {
-      if (status !== undefined) throw new Error(`per-user-milter exited ${status}`);
-      return canConnect(t);
-    }, o.startTimeoutMs ?? 20_000);
+    const died = exited.then((s) => {
+      throw new Error(`per-user-milter exited ${s} before listening on ${o.listen}`);
+    });
+    died.catch(() => undefined);
+    await Promise.race([waitFor(`per-user-milter listening on ${o.listen}`, () => status !== undefined || canConnect(t), o.startTimeoutMs ?? 20_000), died]);
   } catch (e) {
     const out = log.since(0);
     await stop();
