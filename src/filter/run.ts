@@ -176,8 +176,10 @@ async function spawnAndWait(
     ...(plan.gid !== undefined ? { gid: plan.gid } : {}),
   });
   const pid = child.pid;
-  // What the filter holds, to recognise its processes after a timeout even if they left the group.
-  const marks: Marks | null = pid === undefined ? null : marksOf(pid, runUid, spoolId);
+  // What the filter holds, to recognise its processes after a timeout even if
+  // they left the group. Taken only when the timeout fires (reading
+  // /proc/PID/fd of a process that is still exec'ing blocks this thread).
+  let marks: Marks | null = null;
   let survivors: number[] = [];
 
   child.stdout?.on('data', (c: Buffer) => cap.take(cap.stdout, c));
@@ -206,6 +208,7 @@ async function spawnAndWait(
   timers.push(
     setTimeout(() => {
       timedOut = true;
+      marks = exited || pid === undefined ? { uid: runUid, links: new Set(), file: spoolId } : marksOf(pid, runUid, spoolId);
       killGroup('SIGTERM');
       timers.push(
         setTimeout(() => {
