@@ -11,7 +11,7 @@ import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { filters, processesOf, randomTag, waitFor } from '../harness/index.js';
+import { filters, processesOf, randomTag, swaks, waitFor } from '../harness/index.js';
 import { MTA_KINDS, Rig, cannotRun, quietlyRunnable } from './support.js';
 
 const MB = 1024 * 1024;
@@ -45,7 +45,7 @@ async function writeBigMessage(file: string, caseId: string, size: number): Prom
 
 for (const kind of MTA_KINDS) {
   describe(`${kind}: milter outages and a 20 MB message`, () => {
-    const rig = new Rig(kind, { users: ['alice', 'bob'] });
+    const rig = new Rig(kind, { users: ['alice', 'bob'], sendingMta: true });
     const tmp = mkdtempSync(path.join(os.tmpdir(), 'pumtest-big-'));
     before(async () => {
       if (quietlyRunnable()) await rig.start();
@@ -126,6 +126,42 @@ for (const kind of MTA_KINDS) {
         await rig.mta.settle();
         assert.equal(rig.delivered('alice', caseId), 1);
         assert.equal(rig.delivered('alice', warm.caseId), 1);
+      });
+    });
+
+    it('through a sending MTA: the milter killed mid-message, the message waits in the sender\'s queue and arrives once when the milter is back', async (t) => {
+      if (cannotRun(t)) return;
+      await rig.scenario(async () => {
+        const sender = rig.sender!;
+        rig.setFilters({ alice: filters.slow(20), bob: filters.accept() });
+        const milter = await rig.startMilter({ 'filter.timeout': 60_000 });
+        const caseId = randomTag(6);
+        // the client hands the message to its own MTA, which relays it to the MTA under test
+        const submitted = await swaks({ port: sender.port, to: [rig.addr('alice'), rig.addr('bob')], headers: [`X-Pumtest-Case: ${caseId}`] });
+        assert.equal(submitted.code, 0, submitted.transcript);
+        await waitFor('alice\'s filter to run', () => rig.user('alice').runs().length === 1, 30_000);
+        milter.kill('SIGKILL');
+        await milter.exited();
+        // the MTA under test answered 4xx: the sender deferred the message and still holds it
+        await waitFor('the sender to defer the message', () => /status=deferred/.test(sender.log()), 30_000);
+        assert.match(await sender.queue(), /pumtest-\w+-alice@example\.test/);
+        await rig.mta.settle();
+        assert.equal(rig.delivered('alice', caseId) + rig.delivered('bob', caseId), 0);
+        for (const pid of await processesOf(rig.user('alice').uid)) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+        // the milter is back: the sender's next attempt goes through
+        rig.setFilters({ alice: filters.accept(), bob: filters.accept() });
+        await rig.startMilter();
+        await sender.flush();
+        await sender.settle(30_000);
+        await rig.mta.settle();
+        assert.equal(rig.delivered('alice', caseId), 1);
+        assert.equal(rig.delivered('bob', caseId), 1);
       });
     });
 

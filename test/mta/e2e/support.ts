@@ -20,6 +20,7 @@ import {
   type MilterOptions,
   type Mta,
   type MtaKind,
+  type Postfix,
   type SmtpSink,
   type SwaksOptions,
   type SwaksResult,
@@ -65,10 +66,18 @@ export interface RigOptions {
   postfixUnixSocket?: boolean;
   /** Run without any milter configured in the MTA. */
   noMilter?: boolean;
+  /**
+   * Also start a sending-side Postfix (no milter) that relays everything to
+   * the MTA under test: the client's own MTA, which keeps a message queued
+   * after a 4xx and retries it.
+   */
+  sendingMta?: boolean;
 }
 
 export class Rig {
   mta!: Mta;
+  /** The sending-side Postfix (RigOptions.sendingMta). */
+  sender: Postfix | undefined;
   users!: TestUsers;
   sink!: SmtpSink;
   milter: Milter | undefined;
@@ -104,6 +113,19 @@ export class Rig {
         ...(this.opts.sendmailTimeouts ? { milterTimeouts: this.opts.sendmailTimeouts } : {}),
       });
     }
+    if (this.opts.sendingMta) {
+      this.sender = await startPostfix({
+        milter: null,
+        extraMain: {
+          myhostname: 'mta.client.test',
+          mydomain: 'client.test',
+          myorigin: 'client.test',
+          mydestination: '',
+          relayhost: `[127.0.0.1]:${this.mta.port}`,
+          syslog_name: 'pumtest-sender',
+        },
+      });
+    }
   }
 
   async stop(): Promise<void> {
@@ -116,6 +138,7 @@ export class Rig {
       }
     };
     await attempt(() => this.stopMilter());
+    if (this.sender) await attempt(() => this.sender!.stop());
     if (this.mta) await attempt(() => this.mta.stop());
     if (this.users) await attempt(() => this.users.remove());
     if (this.sink) await attempt(() => this.sink.stop());
@@ -218,6 +241,7 @@ export class Rig {
   /** Runs one case; on failure appends the MTA's and the milter's log lines of this case to the error. */
   async scenario(fn: () => Promise<void>): Promise<void> {
     const mtaMark: LogMark = this.mta.logMark();
+    const senderMark: LogMark | undefined = this.sender?.logMark();
     const milterMarks = new Map<Milter, LogMark>();
     const m0 = this.milter;
     if (m0) milterMarks.set(m0, m0.logMark());
@@ -225,6 +249,7 @@ export class Rig {
       await fn();
     } catch (e) {
       let extra = `\n===== ${this.kind} log lines of this case =====\n${this.mta.logSince(mtaMark)}`;
+      if (this.sender && senderMark) extra += `\n===== sending-side postfix log lines =====\n${this.sender.logSince(senderMark)}`;
       const m = this.milter;
       if (m) extra += `\n===== per-user-milter output =====\n${m.logSince(milterMarks.get(m) ?? [0])}`;
       extra += `\n===== queue =====\n${await this.mta.queue().catch((q: unknown) => String(q))}`;
