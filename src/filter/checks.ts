@@ -30,11 +30,23 @@ export function ancestors(p: string): string[] {
   return out;
 }
 
-/** Is `st` a directory that only root and `user` can write to? Returns the reason it is not, or null. */
+function permBit(st: fs.Stats, user: UserAccount, ownerBit: number): number {
+  if (st.uid === user.uid) return ownerBit;
+  if (st.gid === user.gid || user.groups.includes(st.gid)) return ownerBit >> 3;
+  return ownerBit >> 6;
+}
+
+/**
+ * Is `st` a directory that only root and `user` can write to, and that the
+ * user can pass through? (The checks run as root: without the last rule a
+ * symlink could lead the sandbox to a file the user cannot reach, and bwrap
+ * would bind it in.) Returns the reason it is not, or null.
+ */
 export function unsafeDirReason(dir: string, st: fs.Stats, user: UserAccount): string | null {
   if (st.uid !== 0 && st.uid !== user.uid) return `directory ${dir} is owned by uid ${st.uid}, not by ${user.name} or root`;
   if (st.mode & S_IWOTH) return `directory ${dir} is world-writable (mode ${fmtMode(st.mode)})`;
   if (st.mode & S_IWGRP) return `directory ${dir} is group-writable (mode ${fmtMode(st.mode)})`;
+  if (!(st.mode & permBit(st, user, 0o100))) return `directory ${dir} is not searchable by ${user.name} (mode ${fmtMode(st.mode)})`;
   return null;
 }
 
@@ -44,8 +56,7 @@ export function unsafeFileReason(file: string, st: fs.Stats, user: UserAccount):
   if (st.uid !== 0 && st.uid !== user.uid) return `${file} is owned by uid ${st.uid}, not by ${user.name} or root`;
   if (st.mode & S_IWOTH) return `${file} is world-writable (mode ${fmtMode(st.mode)})`;
   if (st.mode & S_IWGRP) return `${file} is group-writable (mode ${fmtMode(st.mode)})`;
-  const execBit = st.uid === user.uid ? 0o100 : user.groups.includes(st.gid) || st.gid === user.gid ? 0o010 : 0o001;
-  if (!(st.mode & execBit)) return `${file} is not executable by ${user.name} (mode ${fmtMode(st.mode)})`;
+  if (!(st.mode & permBit(st, user, 0o100))) return `${file} is not executable by ${user.name} (mode ${fmtMode(st.mode)})`;
   return null;
 }
 

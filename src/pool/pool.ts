@@ -1,7 +1,6 @@
 // The filter pool: piscina 5 worker threads, each running filters through
 // workers/filter-worker.js. A full queue rejects at once (PoolFullError), so
 // the message is tempfailed ("4.3.2 busy") instead of hanging.
-import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { closeStrayDescriptors } from '../filter/fds.js';
@@ -67,7 +66,7 @@ export class FilterPool {
     this.#piscina = new Piscina<FilterJob, FilterResult>({
       filename: opts.workerFile ?? defaultWorkerFile(),
       name: 'default',
-      minThreads: Math.min(opts.threads, os.availableParallelism() * 4, opts.threads),
+      minThreads: opts.threads,
       maxThreads: opts.threads,
       maxQueue: opts.maxQueue,
       concurrentTasksPerWorker: concurrency,

@@ -231,6 +231,24 @@ describe('runFilter: no filter, unsafe filters', () => {
     fs.rmSync(link);
   });
 
+  test('a symlink to a root-owned filter in a directory the user cannot enter is unsafe', async (t) => {
+    if (needs(t, 'bwrap')) return;
+    const u = w.users.b;
+    const hidden = path.join(w.base, 'root-only');
+    fs.mkdirSync(hidden, { mode: 0o700 });
+    const target = w.install(u, 'trivial', { at: path.join(hidden, 'script'), owner: 0 });
+    const link = path.join(u.home, '.user-milter');
+    fs.rmSync(link, { force: true });
+    fs.symlinkSync(target, link);
+    fs.lchownSync(link, u.uid, u.gid);
+    for (const sandbox of ['setpriv', 'bwrap'] as const) {
+      const r = await runFilter(w.job(u, w.message(), { sandbox }));
+      assert.equal(r.outcome, 'unsafe', `${sandbox}: ${r.log}`);
+      assert.match(r.log, /root-only is not searchable by pumrun-b/);
+    }
+    fs.rmSync(link);
+  });
+
   test('a directory on the path owned by another user is unsafe', async (t) => {
     if (needs(t, 'setpriv')) return;
     const a = w.users.a;

@@ -20,6 +20,9 @@ test('directories: root or the user may own them; nobody else may write', () => 
   assert.match(unsafeDirReason('/home/u', st(0o40755, 1002), u) ?? '', /owned by uid 1002/);
   assert.match(unsafeDirReason('/d', st(0o40775, 0), u) ?? '', /group-writable/);
   assert.match(unsafeDirReason('/tmp', st(0o41777, 0), u) ?? '', /world-writable/);
+  // The user must be able to pass through (the checks run as root).
+  assert.match(unsafeDirReason('/root', st(0o40700, 0), u) ?? '', /not searchable by u/);
+  assert.equal(unsafeDirReason('/srv/g', st(0o40750, 0, 50), u), null, 'searchable through a supplementary group');
 });
 
 test('the file: regular, owned by the user or root, not group/world-writable, executable by the user', () => {
