@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { filters } from '../harness/index.js';
+import { lacksCommand } from '../../support/require.js';
 import { filterViewCase } from './filter-view.js';
 import { MTA_KINDS, REMOTE_DOMAIN, Rig, cannotRun, quietlyRunnable } from './support.js';
 
@@ -243,6 +244,26 @@ for (const kind of MTA_KINDS) {
         await rig.mta.settle();
         assert.equal(rig.delivered('alice', r.caseId), 0);
         assert.equal(rig.user('alice').runs().length, 1);
+      });
+    });
+
+    it('filter.sandbox=bwrap: the same verdicts, the filter still runs as the user in its home', async (t) => {
+      if (cannotRun(t)) return;
+      if (lacksCommand(t, 'bwrap', 'bubblewrap')) return;
+      await rig.scenario(async () => {
+        rig.setFilters({ alice: filters.reject('5.7.1 alice says no from bwrap'), bob: filters.save(0) });
+        await rig.startMilter({ 'filter.sandbox': 'bwrap', 'policy.mixed': 'drop-rejecters' });
+        const both = await rig.send({ to: [rig.addr('alice'), rig.addr('bob')] });
+        assert.equal(both.code, 0, both.transcript);
+        const alone = await rig.send({ to: rig.addr('alice') });
+        assert.equal(alone.code, 26, alone.transcript);
+        assert.match(alone.finalReply, /^550[ -]5\.7\.1 alice says no from bwrap$/);
+        await rig.mta.settle();
+        assert.equal(rig.delivered('alice', both.caseId), 0);
+        assert.equal(rig.delivered('bob', both.caseId), 1);
+        const bob = rig.user('bob');
+        assert.match(bob.read('saved.id') ?? '', new RegExp(`^uid=${bob.uid}\\(`));
+        assert.match(bob.read('saved.eml') ?? '', new RegExp(`X-Pumtest-Case: ${both.caseId}`));
       });
     });
 
