@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
+import { hasFilter } from '../../../src/filter/locate.js';
 import { runFilter } from '../../../src/filter/run.js';
 import { FILTER_ENV_NAMES } from '../../../src/filter/sandbox.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
@@ -150,8 +151,11 @@ describe('runFilter: no filter, unsafe filters', () => {
     fs.rmSync(path.join(u.home, '.user-milter'), { force: true });
     const r = await runFilter(w.job(u, w.message()));
     assert.equal(r.outcome, 'nofilter');
+    assert.equal(await hasFilter(u, '~/.user-milter'), false);
     fs.symlinkSync(path.join(u.home, 'nothing-here'), path.join(u.home, '.user-milter'));
     fs.lchownSync(path.join(u.home, '.user-milter'), u.uid, u.gid);
+    // hasFilter says "something is there" (cheap); the runner then decides it is no filter.
+    assert.equal(await hasFilter(u, '~/.user-milter'), true);
     const r2 = await runFilter(w.job(u, w.message()));
     assert.equal(r2.outcome, 'nofilter', r2.log);
     fs.rmSync(path.join(u.home, '.user-milter'));
