@@ -485,6 +485,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
   }
 
   const finished = new Date();
+  machine['load average at end'] = os.loadavg().map((v) => v.toFixed(2)).join(' ');
   const run: BenchRun = {
     startedAt: started.toISOString(),
     finishedAt: finished.toISOString(),

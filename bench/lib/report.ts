@@ -185,6 +185,11 @@ export function markdownReport(run: BenchRun, svgName: string): string {
   out.push(`Run ${run.startedAt} → ${run.finishedAt} (${run.durationSeconds.toFixed(0)} s).`, '');
   out.push('| machine | |', '|---|---|');
   for (const [k, v] of Object.entries(run.machine)) out.push(`| ${k} | ${mdEscape(v)} |`);
+  const cores = Number(/× (\d+)/.exec(run.machine.cpu ?? '')?.[1] ?? '0');
+  const load1 = Number((run.machine['load average at start'] ?? '').split(' ')[0]);
+  if (cores > 0 && load1 > cores * 0.5) {
+    out.push('', `> **Noisy run:** the 1-minute load average at start was ${load1.toFixed(1)} on ${cores} cores — other work shared the machine, so absolute figures are inflated and ratios between scenarios run at different moments are uncertain.`);
+  }
   out.push('', `![throughput and p99 latency against recipients per message](${svgName})`, '');
   out.push('## Targets', '', '| | target | measured (same run) | met |', '|---|---|---|---|');
   for (const t of run.targets) out.push(`| ${mdEscape(t.name)} | ${mdEscape(t.target)} | ${mdEscape(t.measured)} | ${t.met === null ? 'n/a' : t.met ? 'yes' : '**no**'} |`);
