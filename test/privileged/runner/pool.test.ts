@@ -57,8 +57,8 @@ describe('FilterPool', () => {
       const job = () => w.job(w.users.a, w.message(), { timeout: 1000 });
       const first = pool.run(job());
       const second = pool.run(job());
-      // Let the first reach its worker.
-      await new Promise((r) => setTimeout(r, 300));
+      // Let the first reach its worker (thread start-up can take a while on a busy machine).
+      for (let i = 0; i < 100 && pool.stats().running < 1; i++) await new Promise((r) => setTimeout(r, 50));
       const s = pool.stats();
       assert.equal(s.threads, 1);
       assert.equal(s.running, 1);
@@ -86,7 +86,7 @@ describe('FilterPool', () => {
       w.install(w.users.b, 'sleeper');
       const job = () => w.job(w.users.b, w.message(), { timeout: 800 });
       const runs = [pool.run(job()), pool.run(job())];
-      await new Promise((r) => setTimeout(r, 300));
+      for (let i = 0; i < 100 && pool.stats().running < 2; i++) await new Promise((r) => setTimeout(r, 50));
       await assert.rejects(pool.run(job()), PoolFullError);
       const rs = await Promise.all(runs);
       assert.deepEqual(rs.map((r) => r.outcome), ['timeout', 'timeout']);
