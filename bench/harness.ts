@@ -12,7 +12,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildNullMilter, Daemon, repoRoot, startNullMilter, startPerUserMilter, unixSocket, type SocketSpec } from './lib/daemons.js';
+import { buildNullMilter, Daemon, inetSocket, repoRoot, startNullMilter, startPerUserMilter, unixSocket, type SocketSpec } from './lib/daemons.js';
 import { installSudoers, removeSudoers, startMimeDefang, type MimeDefangPeer } from './lib/mimedefang.js';
 import { runMilterLoad, type MilterRecipient } from './lib/milter-load.js';
 import { ProcessMeter, waitQuiescent } from './lib/proc.js';
@@ -416,7 +416,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     }
 
     // per-user-milter through Postfix
-    const pumSmtpPlan: Array<{ sandbox: 'setpriv' | 'bwrap'; items: ScenarioBase[] }> = o.smoke
+    const pumSmtpPlan: Array<{ sandbox: 'setpriv' | 'bwrap'; tcp?: boolean; items: ScenarioBase[] }> = o.smoke
       ? [{ sandbox: 'setpriv', items: [{ id: 'smtp/pum-setpriv/r1/4k/pass', title: 'Postfix + per-user-milter, no local recipient', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 }] }]
       : [
           {
@@ -432,12 +432,19 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
             sandbox: 'bwrap',
             items: [{ id: 'smtp/pum-bwrap/r3/4k/trivial', title: 'Postfix + per-user-milter (bwrap), 3 recipients, trivial filters', system: 'per-user-milter', sandbox: 'bwrap', recipients: 3, local: true, filter: 'trivial', size: KB4 }],
           },
+          {
+            // docs/real-mta-testing.md §6.3: Postfix + a milter over TCP loopback can stall ~40 ms per message; this catches it.
+            sandbox: 'setpriv',
+            tcp: true,
+            items: [{ id: 'smtp/pum-setpriv-tcp/r1/4k/pass', title: 'Postfix + per-user-milter over TCP loopback, no local recipient (stall check, §6.3)', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 }],
+          },
         ];
     for (const plan of pumSmtpPlan) {
-      const items = plan.items.filter((s) => wanted(s.id) || s.filter === 'none');
+      const items = plan.items.filter((s) => wanted(s.id) || (s.filter === 'none' && !plan.tcp));
       if (!items.some((s) => wanted(s.id))) continue;
-      const socket = unixSocket(path.join(work, `pum-smtp-${plan.sandbox}.sock`));
-      const d = track(await startPerUserMilter(path.join(work, `pum-smtp-${plan.sandbox}`), socket, { sandbox: plan.sandbox, threads: o.threads, recipientMap }, path.join(work, `pum-smtp-${plan.sandbox}.log`)));
+      const tag = `${plan.sandbox}${plan.tcp ? '-tcp' : ''}`;
+      const socket = plan.tcp ? inetSocket(o.portBase + 1) : unixSocket(path.join(work, `pum-smtp-${tag}.sock`));
+      const d = track(await startPerUserMilter(path.join(work, `pum-smtp-${tag}`), socket, { sandbox: plan.sandbox, threads: o.threads, recipientMap }, path.join(work, `pum-smtp-${tag}.log`)));
       try {
         await bp.useMilter(socket.spec);
         useFilter('trivial');
@@ -549,6 +556,11 @@ function addRatios(run: BenchRun): void {
         set(s, 'of Postfix-alone msg/s', ratio(s.messagesPerSecond, same?.messagesPerSecond));
       }
       if (s.system === 'per-user-milter' && s.filter === 'none') set(s, 'of null-milter msg/s', ratio(s.messagesPerSecond, nullSmtp?.messagesPerSecond));
+      if (s.id === 'smtp/pum-setpriv-tcp/r1/4k/pass') {
+        const unix = find(run, 'smtp/pum-setpriv/r1/4k/pass');
+        set(s, 'of unix-socket msg/s', ratio(s.messagesPerSecond, unix?.messagesPerSecond));
+        set(s, 'of unix-socket p50', ratio(s.latencyMs.p50, unix?.latencyMs.p50));
+      }
       if (s.system === 'null-milter') set(s, 'of Postfix-alone msg/s', ratio(s.messagesPerSecond, postfixOnly?.messagesPerSecond));
       if (s.system === 'per-user-milter' && s.filter !== 'none') {
         const peer = find(run, `smtp/mimedefang/r${s.recipients}/${sizeTag(s.size)}/${s.filter}`);
