@@ -6,6 +6,7 @@ import { createPerUserApplication, type AppContext } from '../app/index.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { hasFilter } from '../filter/locate.js';
+import { ownPrivileges } from '../filter/privileges.js';
 import { sandboxWarnings } from '../filter/sandbox.js';
 import { createLogger, type Logger } from '../log/index.js';
 import { createMetrics, MetricsServer } from '../metrics/index.js';
@@ -49,7 +50,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   let config = loaded.config;
   const log: Logger = createLogger({ level: config.log.level, format: config.log.format, destination: 1 });
   log.info({ config: loaded.file ?? 'built-in defaults' }, 'per-user-milter starting');
-  for (const w of sandboxWarnings(config.filter.sandbox, process.geteuid?.() === 0)) log.warn({}, w);
+  for (const w of sandboxWarnings(config.filter.sandbox, ownPrivileges().switchUsers)) log.warn({}, w);
 
   const { spool, staleRemoved } = await Spool.open(config.spool.dir);
   log.info({ spoolDir: config.spool.dir, staleRemoved }, 'spool ready');

@@ -2,6 +2,7 @@
 // file, spawn the sandbox chain with execa (no shell), collect capped output,
 // enforce the timeout on the whole process group, map to an Outcome.
 import fs from 'node:fs';
+import { ownPrivileges } from './privileges.js';
 import { isMainThread } from 'node:worker_threads';
 import { execa } from 'execa';
 import type { FilterJob, FilterResult, Outcome } from '../pool/job.js';
@@ -17,9 +18,6 @@ export const KILL_GRACE_MS = 2000;
 /** After SIGKILL, stop waiting for output and exit status this much later, whatever holds them. */
 const ABANDON_MS = 500;
 
-function isPrivileged(): boolean {
-  return process.geteuid?.() === 0;
-}
 
 let hardLimitsCache: LaunchInput['hardLimits'] | null = null;
 /** Our own hard limits, from /proc/self/limits: an unprivileged prlimit cannot go above them. */
@@ -101,11 +99,22 @@ class Capture {
 
 const LAUNCHER_FAILURE = /^(prlimit|setpriv|bwrap): /;
 
+/** The spool file could not be opened: an internal failure (code PUM_ERR_SPOOL), never a filter outcome. */
+export class SpoolUnreadableError extends Error {
+  readonly code = 'PUM_ERR_SPOOL';
+  constructor(spoolPath: string, cause: NodeJS.ErrnoException) {
+    super(`cannot open spool file ${spoolPath}: ${cause.code ?? cause.message}`);
+    this.name = 'SpoolUnreadableError';
+  }
+}
+
 export async function runFilter(job: FilterJob): Promise<FilterResult> {
   const started = performance.now();
   const { user, settings } = job;
-  // Decided by the real euid only: a root milter must never skip the user switch.
-  const privileged = isPrivileged();
+  // Root, or the ambient CAP_SETUID/CAP_SETGID of deploy/systemd: a milter
+  // that can switch users must never skip the switch.
+  const privileges = ownPrivileges();
+  const privileged = privileges.switchUsers;
   warnOnce(job, privileged);
   closeStraysOnce();
 
@@ -118,7 +127,8 @@ export async function runFilter(job: FilterJob): Promise<FilterResult> {
   try {
     spool = fs.openSync(job.spoolPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   } catch (err) {
-    return result('error', started, `cannot open spool file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    // Our failure, not the filter's: the job fails, and the message is tempfailed (451 4.3.0).
+    throw new SpoolUnreadableError(job.spoolPath, err as NodeJS.ErrnoException);
   }
 
   try {
@@ -129,8 +139,9 @@ export async function runFilter(job: FilterJob): Promise<FilterResult> {
       limits: settings.limits,
       env: filterEnvironment(user, job.envelope),
       privileged,
+      root: privileges.root,
       umaskShim: !umaskIs077(),
-      ...(privileged ? {} : { hardLimits: ownHardLimits() }),
+      ...(privileges.root ? {} : { hardLimits: ownHardLimits() }),
     });
     const st = fs.fstatSync(spool);
     const runUid = privileged ? user.uid : (process.getuid?.() ?? -1);

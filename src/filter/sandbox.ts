@@ -44,8 +44,10 @@ export interface LaunchInput {
   limits: Limits;
   /** The filter's whole environment (see filterEnvironment). */
   env: Record<string, string>;
-  /** The milter runs as root and can switch users. */
+  /** The milter can switch users (root, or ambient CAP_SETUID/CAP_SETGID: src/filter/privileges.ts). */
   privileged: boolean;
+  /** The milter runs as root: it can also drop the bounding set (CAP_SETPCAP). Default: same as privileged. */
+  root?: boolean;
   /** The process umask is not 077 (it cannot be changed from a worker thread): prepend `sh -c 'umask 077 && unset PWD && exec "$@"'`. */
   umaskShim: boolean;
   /** When unprivileged: the current hard limits, so that prlimit does not fail asking for more. */
@@ -155,7 +157,7 @@ export function prlimitArgs(limits: Limits, hard?: LaunchInput['hardLimits']): s
  * bounding capabilities, SIGKILL when the parent dies. Unprivileged: the same
  * minus the user switch and the bounding set (which needs CAP_SETPCAP).
  */
-export function setprivArgs(user: UserAccount, privileged: boolean): string[] {
+export function setprivArgs(user: UserAccount, privileged: boolean, dropBoundingSet = privileged): string[] {
   const common = ['--no-new-privs', '--inh-caps=-all', '--pdeathsig=KILL'];
   if (!privileged) return common;
   const groups = [...new Set(user.groups)];
@@ -164,7 +166,7 @@ export function setprivArgs(user: UserAccount, privileged: boolean): string[] {
     `--regid=${user.gid}`,
     ...(groups.length > 0 ? [`--groups=${groups.join(',')}`] : ['--clear-groups']),
     ...common,
-    '--bounding-set=-all',
+    ...(dropBoundingSet ? ['--bounding-set=-all'] : []),
   ];
 }
 
@@ -227,7 +229,7 @@ export function buildLaunch(input: LaunchInput): LaunchPlan {
       }
       break;
     case 'setpriv':
-      argv = [tools.prlimit, ...prlimitArgs(input.limits, input.hardLimits), '--', tools.setpriv, ...setprivArgs(user, input.privileged), '--', filterPath];
+      argv = [tools.prlimit, ...prlimitArgs(input.limits, input.hardLimits), '--', tools.setpriv, ...setprivArgs(user, input.privileged, input.root ?? input.privileged), '--', filterPath];
       break;
     case 'bwrap':
       argv = [
@@ -235,7 +237,7 @@ export function buildLaunch(input: LaunchInput): LaunchPlan {
         tools.bwrap, ...bwrapArgs(user, filterPath, input.privileged, input.layout ?? systemLayout()), '--',
         // bwrap always exports PWD (even with --unsetenv): one more exec to keep the environment exact.
         tools.env, '-u', 'PWD', '--',
-        tools.setpriv, ...setprivArgs(user, input.privileged), '--', filterPath,
+        tools.setpriv, ...setprivArgs(user, input.privileged, input.root ?? input.privileged), '--', filterPath,
       ];
       break;
     default: {
@@ -255,7 +257,7 @@ export function buildLaunch(input: LaunchInput): LaunchPlan {
 export function sandboxWarnings(sandbox: SandboxKind, privileged: boolean, ownUid: number = process.getuid?.() ?? -1): string[] {
   const w: string[] = [];
   if (!privileged) {
-    w.push(`per-user-milter is not running as root: every filter runs as uid ${ownUid} (the milter's own user), not as its user`);
+    w.push(`per-user-milter cannot switch users (not root, no ambient CAP_SETUID/CAP_SETGID): every filter runs as uid ${ownUid} (the milter's own user), not as its user`);
   }
   if (sandbox === 'none') {
     w.push('filter.sandbox is "none": filters run without rlimits, no_new_privs or supplementary groups (tests and unprivileged runs only)');

@@ -48,5 +48,5 @@ test('unprivileged: the filter runs as the milter\'s own uid, with no_new_privs,
   assert.match(r.log, /Max cpu time 7 7 seconds;/);
   assert.match(r.log, /Max processes 50 50 processes;/);
   assert.match(r.log, new RegExp(`Max address space ${300 << 20} ${300 << 20} bytes;`));
-  assert.match(stderr, /not running as root: every filter runs as uid \d+/);
+  assert.match(stderr, /cannot switch users .*: every filter runs as uid \d+/);
 });
