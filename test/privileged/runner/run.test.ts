@@ -284,13 +284,15 @@ describe('runFilter: no filter, unsafe filters', () => {
     fs.rmSync(suid);
   });
 
-  test('the spool file cannot be opened: missing spool file is an error, not a crash', async (t) => {
+  test('the spool file cannot be opened: our failure (PUM_ERR_SPOOL, the message is tempfailed), not a filter outcome', async (t) => {
     if (needs(t, 'setpriv')) return;
     const u = w.users.a;
     w.install(u, 'trivial');
-    const r = await runFilter(w.job(u, path.join(w.spoolDir, 'does-not-exist')));
-    assert.equal(r.outcome, 'error');
-    assert.match(r.log, /ENOENT/);
+    await assert.rejects(runFilter(w.job(u, path.join(w.spoolDir, 'does-not-exist'))), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'PUM_ERR_SPOOL');
+      assert.match(err.message, /ENOENT/);
+      return true;
+    });
   });
 
   test('never as root, even with sandbox none', async (t) => {
