@@ -5,7 +5,7 @@
 // milter is restarted with each case's configuration.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { filters } from '../harness/index.js';
+import { auxPort, filters, postfixMilterAddress, type Postfix } from '../harness/index.js';
 import { lacksCommand } from '../../support/require.js';
 import { filterViewCase } from './filter-view.js';
 import { MTA_KINDS, REMOTE_DOMAIN, Rig, cannotRun, quietlyRunnable } from './support.js';
@@ -266,6 +266,32 @@ for (const kind of MTA_KINDS) {
         assert.match(bob.read('saved.eml') ?? '', new RegExp(`X-Pumtest-Case: ${both.caseId}`));
       });
     });
+
+    if (kind === 'postfix') {
+      it('Postfix over TCP (smtpd_milters = inet:127.0.0.1:PORT) gives the same verdict as over the unix socket', async (t) => {
+        if (cannotRun(t)) return;
+        const unixListen = rig.listen;
+        const pf = rig.mta as Postfix;
+        try {
+          await rig.scenario(async () => {
+            rig.setFilters({ alice: filters.reject('5.7.1 alice says no over tcp') });
+            await rig.stopMilter();
+            rig.listen = `inet:${await auxPort()}@127.0.0.1`;
+            await pf.configure({ smtpd_milters: postfixMilterAddress(rig.listen) });
+            await rig.startMilter();
+            const r = await rig.send({ to: rig.addr('alice') });
+            assert.equal(r.code, 26, r.transcript);
+            assert.match(r.finalReply, /^550[ -]5\.7\.1 alice says no over tcp$/);
+            await rig.mta.settle();
+            assert.equal(rig.delivered('alice', r.caseId), 0);
+          });
+        } finally {
+          await rig.stopMilter();
+          rig.listen = unixListen;
+          await pf.configure({ smtpd_milters: postfixMilterAddress(unixListen) });
+        }
+      });
+    }
 
     filterViewCase(rig);
   });
