@@ -347,16 +347,28 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     const smtpScenario = async (base: ScenarioBase, sut: { pid: number; roots: number[] } | null): Promise<ScenarioResult> => {
       log(`bench: ${base.id}`);
       useFilter(base.filter);
-      const meter = sut ? new ProcessMeter(sut.pid, sut.roots) : null;
-      const r = await runSmtpLoad(bp, {
-        messages: messageCount(o, base),
-        sessions: o.concurrency,
-        recipients: base.recipients,
-        size: base.size,
-        to: base.local ? `${USER_PREFIX}1@${LOCAL_DOMAIN}` : `rcpt@${DISCARD_DOMAIN}`,
-        maxSeconds: o.maxSeconds,
-      });
-      const m = meter?.stop() ?? null;
+      let meter: ProcessMeter | null = null;
+      let m: ReturnType<ProcessMeter['stop']> | null = null;
+      const r = await runSmtpLoad(
+        bp,
+        {
+          messages: messageCount(o, base),
+          sessions: o.concurrency,
+          recipients: base.recipients,
+          size: base.size,
+          to: base.local ? `${USER_PREFIX}1@${LOCAL_DOMAIN}` : `rcpt@${DISCARD_DOMAIN}`,
+          maxSeconds: o.maxSeconds,
+        },
+        {
+          before: () => {
+            if (sut) meter = new ProcessMeter(sut.pid, sut.roots);
+          },
+          after: () => {
+            m = (meter as ProcessMeter | null)?.stop() ?? null;
+          },
+        },
+      );
+      m = m as ReturnType<ProcessMeter['stop']> | null;
       // Cut short by the time bound: filters of aborted transactions may still run; let them finish first.
       if (sut && r.timedOut) await waitQuiescent(sut.roots);
       return {
