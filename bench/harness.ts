@@ -358,6 +358,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
           size: base.size,
           to: base.local ? `${USER_PREFIX}1@${LOCAL_DOMAIN}` : `rcpt@${DISCARD_DOMAIN}`,
           maxSeconds: o.maxSeconds,
+          fitToTime: !o.smoke,
         },
         {
           before: () => {
@@ -382,6 +383,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         cpuSecondsPerMessage: m && r.sent > 0 ? m.cpuSeconds / r.sent : null,
         machineCpuSecondsPerMessage: m && r.sent > 0 ? m.machineCpuSeconds / r.sent : null,
         postfixCpuSecondsPerMessage: r.postfixCpuPerMessage,
+        notes: r.planned < messageCount(o, base) ? [`count fitted to the time bound by a probe: ${r.planned} planned`] : [],
         rssStartBytes: m?.rssStartBytes ?? null,
         rssPeakBytes: m?.rssPeakBytes ?? null,
         rssGrowthBytes: m && m.rssPeakBytes !== null && m.rssStartBytes !== null ? m.rssPeakBytes - m.rssStartBytes : null,

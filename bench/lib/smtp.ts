@@ -85,6 +85,8 @@ export interface SmtpLoad {
   to: string;
   /** Stop smtp-source after this long (the count is a bound, so is the time). */
   maxSeconds: number;
+  /** Probe first and fit the count to the time bound (default true). */
+  fitToTime?: boolean;
 }
 
 export interface SmtpResult {
@@ -203,7 +205,7 @@ async function smtpSourceRun(bp: BenchPostfix, load: SmtpLoad, messages: number)
  */
 export async function runSmtpLoad(bp: BenchPostfix, load: SmtpLoad, hooks: { before?: () => void; after?: () => void } = {}): Promise<SmtpResult & { planned: number }> {
   let planned = load.messages;
-  if (load.messages > load.sessions * 2) {
+  if (load.fitToTime !== false && load.messages > load.sessions * 2) {
     const probe = await smtpSourceRun(bp, { ...load, maxSeconds: Math.min(load.maxSeconds, 20) }, load.sessions);
     await bp.pf.settle(30_000).catch(() => undefined);
     if (probe.code === 0 && probe.elapsedSeconds > 0) {
