@@ -62,8 +62,8 @@ export interface RigOptions {
   postfixMain?: Record<string, string>;
   /** Sendmail T= override. */
   sendmailTimeouts?: string;
-  /** Use a unix socket for the milter (Postfix only; Sendmail always uses inet here). */
-  postfixUnixSocket?: boolean;
+  /** Milter transport; default: a unix socket for Postfix, TCP for Sendmail (other files swap them). */
+  socket?: 'unix' | 'inet';
   /** Run without any milter configured in the MTA. */
   noMilter?: boolean;
   /**
@@ -90,10 +90,10 @@ export class Rig {
   async start(): Promise<void> {
     this.sink = await startSmtpSink();
     this.users = await createTestUsers(this.opts.users);
-    if (this.kind === 'postfix' && this.opts.postfixUnixSocket !== false) {
+    if ((this.opts.socket ?? (this.kind === 'postfix' ? 'unix' : 'inet')) === 'unix') {
       const { mkdtempSync, chmodSync } = await import('node:fs');
-      const os = await import('node:os');
-      this.dir = mkdtempSync(`${os.tmpdir()}/pumtest-sock-`);
+      // not under /tmp: Sendmail refuses a socket in a world-writable directory
+      this.dir = mkdtempSync('/var/lib/pumtest-sock-');
       chmodSync(this.dir, 0o755);
       this.listen = `unix:${this.dir}/milter.sock`;
     } else {

@@ -17,6 +17,8 @@ for (const kind of MTA_KINDS) {
   describe(`${kind}: a hanging filter`, () => {
     const rig = new Rig(kind, {
       users: ['alice'],
+      // the other transport than in the other files: Postfix over TCP, Sendmail over a unix socket
+      socket: kind === 'postfix' ? 'inet' : 'unix',
       postfixMain: { milter_content_timeout: `${MTA_READ_TIMEOUT_S}s` },
       sendmailTimeouts: `C:5s;S:10s;R:${MTA_READ_TIMEOUT_S}s;E:5m`,
     });

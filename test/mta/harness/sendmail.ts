@@ -215,10 +215,9 @@ flock 9
     closeSync(fd);
     exited = new Promise((resolve) => child!.once('exit', () => resolve()));
     const c = child;
-    await waitFor(`sendmail on 127.0.0.1:${port}`, async () => {
-      if (c.exitCode !== null || c.signalCode !== null) throw new Error(`sendmail exited ${c.exitCode ?? c.signalCode}`);
-      return canConnect({ port });
-    }, 20_000);
+    const gone = () => c.exitCode !== null || c.signalCode !== null;
+    await waitFor(`sendmail on 127.0.0.1:${port}`, async () => gone() || canConnect({ port }), 20_000);
+    if (gone()) throw new Error(`sendmail exited ${c.exitCode ?? c.signalCode}`);
   } catch (e) {
     const out = outlog.since(0);
     await stop();
