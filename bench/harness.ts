@@ -304,7 +304,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     }
 
     // per-user-milter over the protocol, one daemon per sandbox
-    const pumMilterPlan: Array<{ sandbox: 'setpriv' | 'bwrap'; items: ScenarioBase[] }> = o.smoke
+    const pumMilterPlan: Array<{ sandbox: 'setpriv' | 'bwrap'; threads?: number; items: ScenarioBase[] }> = o.smoke
       ? [{ sandbox: 'setpriv', items: [{ id: 'milter/pum-setpriv/r1/4k/pass', title: 'per-user-milter, no local recipient (pass-through)', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 }] }]
       : [
           {
@@ -321,12 +321,19 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
             sandbox: 'bwrap',
             items: [{ id: 'milter/pum-bwrap/r3/4k/trivial', title: 'per-user-milter (bwrap), 3 local recipients, trivial filters', system: 'per-user-milter', sandbox: 'bwrap', recipients: 3, local: true, filter: 'trivial', size: KB4 }],
           },
+          {
+            // the tuning knob for slow (sleeping, waiting) filters: more pool threads, more runs in flight
+            sandbox: 'setpriv',
+            threads: 4 * o.threads,
+            items: [{ id: `milter/pum-setpriv-t${4 * o.threads}/r3/4k/slow`, title: `per-user-milter with pool.threads=${4 * o.threads}, 3 local recipients, filters taking 200 ms`, system: 'per-user-milter', sandbox: 'setpriv', recipients: 3, local: true, filter: 'slow', size: KB4 }],
+          },
         ];
     for (const plan of pumMilterPlan) {
-      const items = plan.items.filter((s) => wanted(s.id) || s.filter === 'none');
+      const items = plan.items.filter((s) => wanted(s.id) || (s.filter === 'none' && plan.threads === undefined));
       if (!items.some((s) => wanted(s.id))) continue;
-      const socket = unixSocket(path.join(work, `pum-${plan.sandbox}.sock`));
-      const d = track(await startPerUserMilter(path.join(work, `pum-${plan.sandbox}`), socket, { sandbox: plan.sandbox, threads: o.threads, recipientMap }, path.join(work, `pum-${plan.sandbox}.log`)));
+      const tag = `${plan.sandbox}${plan.threads ? `-t${plan.threads}` : ''}`;
+      const socket = unixSocket(path.join(work, `pum-${tag}.sock`));
+      const d = track(await startPerUserMilter(path.join(work, `pum-${tag}`), socket, { sandbox: plan.sandbox, threads: plan.threads ?? o.threads, recipientMap }, path.join(work, `pum-${tag}.log`)));
       try {
         useFilter('trivial');
         await warmMilter(socket, users.length > 0 ? localRcpts(1) : passRcpts(1));
@@ -558,6 +565,7 @@ function addRatios(run: BenchRun): void {
     if (s.layer === 'milter' && s.system === 'per-user-milter' && s.size === KB4) {
       if (s.filter === 'none') set(s, 'of null-milter msg/s', ratio(s.messagesPerSecond, nullMilter?.messagesPerSecond));
       else set(s, 'of pass-through msg/s', ratio(s.messagesPerSecond, find(run, 'milter/pum-setpriv/r1/4k/pass')?.messagesPerSecond));
+      if (/^milter\/pum-setpriv-t\d+\/r3\/4k\/slow$/.test(s.id)) set(s, 'of default-threads msg/s', ratio(s.messagesPerSecond, find(run, 'milter/pum-setpriv/r3/4k/slow')?.messagesPerSecond));
     }
     if (s.layer === 'milter' && s.system === 'per-user-milter' && s.filter === 'trivial' && s.size === KB4 && s.recipients > 0 && spawn?.cpuSecondsPerMessage) {
       const pass = find(run, 'milter/pum-setpriv/r1/4k/pass')?.cpuSecondsPerMessage ?? 0;
