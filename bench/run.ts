@@ -4,11 +4,11 @@
 //
 //   node dist/bench/run.js [--smoke] [--only REGEX] [--scale N] [--max-seconds N]
 //        [--concurrency N] [--threads N] [--no-peer] [--no-setup] [--out DIR] [--record]
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_OPTIONS, emergencyCleanup, runBench, type BenchOptions } from './harness.js';
 import { repoRoot } from './lib/daemons.js';
-import { terminalTable, writeOutputs } from './lib/report.js';
+import { summaryMarkdown, terminalTable, writeOutputs } from './lib/report.js';
 
 const USAGE = `usage: node dist/bench/run.js [options]
   --smoke            a few seconds: milter-protocol load (null milter, per-user-milter pass-through) + one Postfix pass-through
@@ -20,7 +20,7 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --no-peer          leave MIMEDefang out
   --no-setup         do not run bench/setup.sh (apt-get install of missing packages)
   --out DIR          output directory (default bench/results)
-  --record           also copy report.md and chart.svg to bench/reports/<date>/
+  --record           also copy report.md, chart.svg, results.json to bench/reports/<date>/ (+ summary.md for the README)
 `;
 
 function parse(argv: string[]): { opts: Partial<BenchOptions>; record: boolean } {
@@ -78,6 +78,7 @@ async function main(): Promise<number> {
     copyFileSync(files.markdown, path.join(dir, 'report.md'));
     copyFileSync(files.svg, path.join(dir, 'chart.svg'));
     copyFileSync(files.json, path.join(dir, 'results.json'));
+    writeFileSync(path.join(dir, 'summary.md'), summaryMarkdown(run, path.relative(path.join(repoRoot, 'bench'), dir)));
     process.stdout.write(`bench: recorded in ${dir}\n`);
   }
   return 0;

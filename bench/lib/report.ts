@@ -232,3 +232,18 @@ export function writeOutputs(run: BenchRun, dir: string): { json: string; markdo
   writeFileSync(markdown, markdownReport(run, path.basename(svg)));
   return { json, markdown, svg };
 }
+
+/** A short summary (targets + headline figures) for bench/README.md's "Recorded run" section. */
+export function summaryMarkdown(run: BenchRun, reportDir: string): string {
+  const out: string[] = [];
+  out.push(`Run of ${run.startedAt.replace('T', ' ').slice(0, 16)} UTC, ${run.durationSeconds.toFixed(0)} s, commit ${run.machine.commit ?? '?'}: ${run.machine.cpu}, ${run.machine.memory}, ${run.machine.os}, Node ${run.machine.node}, Postfix ${run.machine.postfix}, MIMEDefang ${run.machine.mimedefang}. Load average at start ${run.machine['load average at start'] ?? '?'}, at end ${run.machine['load average at end'] ?? '?'}.`);
+  out.push('', `Full report: [${reportDir}/report.md](${reportDir}/report.md) (every scenario, all ratios), figures: [${reportDir}/results.json](${reportDir}/results.json).`, '');
+  out.push(`![throughput and p99 latency against recipients per message](${reportDir}/chart.svg)`, '');
+  out.push('| target | measured (same run) | met |', '|---|---|---|');
+  for (const t of run.targets) out.push(`| ${mdEscape(t.name)}: ${mdEscape(t.target)} | ${mdEscape(t.measured)} | ${t.met === null ? 'n/a' : t.met ? 'yes' : '**no**'} |`);
+  out.push('', '| scenario | msg/s | p50 ms | p99 ms | CPU ms/msg | peak RSS MB | ratios |', '|---|---|---|---|---|---|---|');
+  for (const s of run.scenarios) {
+    out.push(`| \`${s.id}\` | ${fmt(s.messagesPerSecond)} | ${fmt(s.latencyMs.p50)} | ${fmt(s.latencyMs.p99)} | ${ms(s.cpuSecondsPerMessage)} | ${mb(s.rssPeakBytes)} | ${mdEscape(ratioText(s))} |`);
+  }
+  return out.join('\n') + '\n';
+}
