@@ -98,7 +98,7 @@ test('no manifest has a field the API does not know (TypeScript excess-property 
     }
     lines.push(`// ${file}`, `export const m${i}: I${model.name} = ${JSON.stringify(doc, null, 2)};`);
   });
-  const dir = tmpDir('k8s-types');
+  const dir = tmpDir(t, 'k8s-types');
   const file = path.join(dir, 'manifests.ts');
   fs.writeFileSync(file, lines.join('\n') + '\n');
   const program = ts.createProgram([file], {
@@ -135,7 +135,7 @@ test('selectors, ports, probes and volumes fit together and match the configurat
   const ports = new Map<string, number>((milter.ports as Obj[]).map((p) => [p.name as string, p.containerPort as number]));
   const configMap = ms.find((m) => m.doc.kind === 'ConfigMap' && m.doc.metadata.name === 'per-user-milter-config')?.doc;
   assert.ok(configMap, 'ConfigMap per-user-milter-config');
-  const cfgFile = path.join(tmpDir('k8s-config'), 'config.json');
+  const cfgFile = path.join(tmpDir(t, 'k8s-config'), 'config.json');
   fs.writeFileSync(cfgFile, configMap.data['config.json']);
   const { config } = loadConfig({ file: cfgFile, env: {}, args: [] });
   const milterPort = /^inet:(\d+)@(.+)$/.exec(config.milter.listen);

@@ -122,11 +122,11 @@ export async function filtersRunAsTheirUsers(t: TestContext, v: Variant): Promis
   if (!asRoot) assert.deepEqual(bounding, ambient, 'a non-root service holds its bounding set as ambient capabilities');
   assert.equal(one(unit, 'NoNewPrivileges'), 'yes');
 
-  const svc = asRoot ? { name: 'root', uid: 0, gid: 0, home: '/root' } : ensureUser('pumops-svc', { system: true });
-  const mta = ensureUser('pumops-mta', { system: true });
-  const accepter = ensureUser(`${v.prefix}1`);
-  const rejecter = ensureUser(`${v.prefix}2`);
-  const sleeper = ensureUser(`${v.prefix}3`);
+  const svc = asRoot ? { name: 'root', uid: 0, gid: 0, home: '/root' } : ensureUser(t, 'pumops-svc', { system: true });
+  const mta = ensureUser(t, 'pumops-mta', { system: true });
+  const accepter = ensureUser(t, `${v.prefix}1`);
+  const rejecter = ensureUser(t, `${v.prefix}2`);
+  const sleeper = ensureUser(t, `${v.prefix}3`);
   for (const u of [accepter, rejecter, sleeper]) fs.rmSync(path.join(u.home, 'ran-as'), { force: true });
   writeFilter(accepter, RECORD + 'exit 0\n');
   writeFilter(rejecter, RECORD + `echo "5.7.1 ${rejecter.name} says no"\nexit 1\n`);
@@ -135,7 +135,7 @@ export async function filtersRunAsTheirUsers(t: TestContext, v: Variant): Promis
 
   // The layout the unit + tmpfiles.d give: a 0700 spool and a setgid socket
   // directory whose group is the MTA's (pumops-mta stands in for postfix).
-  const base = tmpDir('caps');
+  const base = tmpDir(t, 'caps');
   fs.chmodSync(base, 0o755);
   const spool = path.join(base, 'spool');
   fs.mkdirSync(spool, { mode: 0o700 });

@@ -131,7 +131,7 @@ test('the Grafana dashboard is well-formed and every panel query is valid PromQL
       rules: queries.map((q, i) => ({ record: `dashboard:query_${i}`, expr: q.replaceAll('$__rate_interval', '5m').replaceAll('$instance', '.*') })),
     }],
   };
-  const file = path.join(tmpDir('dash'), 'dashboard-queries.yml');
+  const file = path.join(tmpDir(t, 'dash'), 'dashboard-queries.yml');
   fs.writeFileSync(file, JSON.stringify(rules, null, 2));
   const r = spawnSync('promtool', ['check', 'rules', file], { encoding: 'utf8' });
   assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
@@ -168,10 +168,10 @@ exit 0
 
 test('a real Prometheus scrapes serve during a load and stores what the load did', { timeout: 180_000 }, async (t) => {
   if (lacksRoot(t) || lacksCommand(t, 'prometheus', 'prometheus') || lacksServe(t)) return;
-  const user = ensureUser('pumops-prom');
+  const user = ensureUser(t, 'pumops-prom');
   writeFilter(user, VERDICT_FILTER);
 
-  const dir = tmpDir('prom');
+  const dir = tmpDir(t, 'prom');
   const milterPort = await freePort(25420);
   const metricsPort = await freePort(milterPort + 1);
   const promPort = await freePort(metricsPort + 1);

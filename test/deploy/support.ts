@@ -1,6 +1,6 @@
 // Helpers for the deploy/ tests: paths, optional npm packages, ports,
 // temporary users, waiting, and starting `per-user-milter serve`.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -58,8 +58,11 @@ export function lacksServe(t: TestContext): boolean {
   return true;
 }
 
-export function tmpDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `pumops-${prefix}-`));
+/** A fresh temporary directory, removed when test `t` ends. */
+export function tmpDir(t: TestContext, prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pumops-${prefix}-`));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -128,15 +131,21 @@ function getent(db: string, key: string): string[] | null {
 /**
  * Creates (or reuses) a local test user `pumops-…` with a 0700 home, the way
  * current Debian makes homes, so that the milter needs CAP_DAC_READ_SEARCH
- * to look inside. Returns its passwd entry.
+ * to look inside. Returns its passwd entry. A user this call created is
+ * removed (with its home and any process left) when test `t` ends.
  */
-export function ensureUser(name: string, opts: { system?: boolean } = {}): TestUser {
+export function ensureUser(t: TestContext, name: string, opts: { system?: boolean } = {}): TestUser {
   if (!name.startsWith('pumops-')) throw new Error('test users are named pumops-*');
   if (getent('passwd', name) === null) {
     const args = opts.system
       ? ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name]
       : ['--create-home', '--user-group', '--shell', '/bin/sh', name];
     execFileSync('useradd', args, { stdio: 'pipe' });
+    t.after(() => {
+      spawnSync('pkill', ['-KILL', '-u', name], { stdio: 'ignore' });
+      spawnSync('userdel', ['--force', '--remove', name], { stdio: 'ignore' });
+      spawnSync('groupdel', [name], { stdio: 'ignore' }); // only if userdel left the user's group
+    });
   }
   const pw = getent('passwd', name);
   if (pw === null) throw new Error(`useradd ${name} did not create it`);

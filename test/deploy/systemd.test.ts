@@ -3,7 +3,7 @@
 // they promise; and the unit's ExecStart, started as a non-root user with
 // exactly the unit's capabilities and no_new_privs, still runs every filter
 // as its own user, with no capabilities left, and can kill a runaway filter.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,8 +17,8 @@ const EXPECTED_CAPS = ['CAP_DAC_READ_SEARCH', 'CAP_KILL', 'CAP_SETGID', 'CAP_SET
 const DROPIN = 'systemd/per-user-milter.service.d/bwrap.conf.example';
 
 /** Copies the unit (and optionally the bwrap drop-in) with ExecStart pointing at an executable that exists here. */
-function unitForVerify(withDropIn = false): { file: string; env: NodeJS.ProcessEnv } {
-  const dir = tmpDir('unit');
+function unitForVerify(t: TestContext, withDropIn = false): { file: string; env: NodeJS.ProcessEnv } {
+  const dir = tmpDir(t, 'unit');
   const exe = path.join(dir, 'per-user-milter');
   fs.writeFileSync(exe, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
   const text = UNIT_TEXT().replaceAll('/usr/bin/per-user-milter', exe);
@@ -35,7 +35,7 @@ function unitForVerify(withDropIn = false): { file: string; env: NodeJS.ProcessE
 for (const [label, withDropIn, maxExposure] of [['the unit', false, 4.0], ['the unit with the bwrap drop-in', true, 4.5]] as const) {
   test(`systemd-analyze verify accepts ${label}, without a single warning`, (t) => {
     if (lacksCommand(t, 'systemd-analyze', 'systemd')) return;
-    const { file, env } = unitForVerify(withDropIn);
+    const { file, env } = unitForVerify(t, withDropIn);
     const r = spawnSync('systemd-analyze', ['verify', '--man=no', file], { encoding: 'utf8', env });
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stderr.trim(), '', 'verify printed warnings');
@@ -43,7 +43,7 @@ for (const [label, withDropIn, maxExposure] of [['the unit', false, 4.0], ['the 
 
   test(`systemd-analyze security (offline) rates ${label} OK (exposure <= ${maxExposure})`, (t) => {
     if (lacksCommand(t, 'systemd-analyze', 'systemd')) return;
-    const { file, env } = unitForVerify(withDropIn);
+    const { file, env } = unitForVerify(t, withDropIn);
     const r = spawnSync('systemd-analyze', ['security', '--offline=true', '--no-pager', file], { encoding: 'utf8', env });
     assert.equal(r.status, 0, r.stderr);
     const m = /Overall exposure level for per-user-milter\.service: ([\d.]+)/.exec(r.stdout);
@@ -76,7 +76,7 @@ test('the unit runs serve as the dedicated user with only the user-switch capabi
 
 test('sysusers.d and tmpfiles.d create the user, the 0700 spool and the setgid Postfix socket dir', (t) => {
   if (lacksRoot(t) || lacksCommand(t, 'systemd-sysusers', 'systemd') || lacksCommand(t, 'systemd-tmpfiles', 'systemd')) return;
-  const root = tmpDir('root');
+  const root = tmpDir(t, 'root');
   for (const d of ['etc/sysusers.d', 'etc/tmpfiles.d', 'var/spool/postfix']) fs.mkdirSync(path.join(root, d), { recursive: true });
   for (const f of fs.readdirSync(path.join(DEPLOY, 'systemd/sysusers.d'))) fs.copyFileSync(path.join(DEPLOY, 'systemd/sysusers.d', f), path.join(root, 'etc/sysusers.d', f));
   for (const f of fs.readdirSync(path.join(DEPLOY, 'systemd/tmpfiles.d'))) fs.copyFileSync(path.join(DEPLOY, 'systemd/tmpfiles.d', f), path.join(root, 'etc/tmpfiles.d', f));
