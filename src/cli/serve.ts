@@ -46,7 +46,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     for (const line of err.problems) process.stderr.write(`per-user-milter: config: ${line}\n`);
     return 1;
   }
-  const { file, keyArgs } = { file: args.configFile, keyArgs: args.keyArgs };
+  const { configFile: file, keyArgs } = args;
   let config = loaded.config;
   const log: Logger = createLogger({ level: config.log.level, format: config.log.format, destination: 1 });
   log.info({ config: loaded.file ?? 'built-in defaults' }, 'per-user-milter starting');

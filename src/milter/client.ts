@@ -13,6 +13,7 @@ import { FrameDecoder } from './frame.js';
 import { mtaSends, milterReplies, type OptnegReply } from './negotiate.js';
 import { decodeReply, isFinalReply, type Reply } from './replies.js';
 import { parseSocketSpec, type SocketSpec } from './socket-spec.js';
+import { toBuffer } from './bytes.js';
 
 export interface MilterClientOptions {
   /** OPTNEG offer; defaults are Postfix 3.7's: 6, 0x1FF, 0x1FFFFF. */
@@ -63,8 +64,6 @@ const STEP_CODE: Readonly<Record<Step | 'eom', number>> = {
   unknown: SMFIC_UNKNOWN,
   eom: SMFIC_BODYEOB,
 };
-
-const toBuffer = (value: string | Buffer): Buffer => (typeof value === 'string' ? Buffer.from(value, 'latin1') : value);
 
 export class MilterClient {
   /** Set after negotiate(): the milter's OPTNEG reply. */

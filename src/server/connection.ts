@@ -37,6 +37,7 @@ import { FrameDecoder } from '../milter/frame.js';
 import { MacroStore } from '../milter/macros.js';
 import { encodeReply, formatSmtpReply, replyBodyChunks, type Reply } from '../milter/replies.js';
 import { inTransaction, initialState, step, type Effect, type HandlerStep, type SessionState } from '../milter/session.js';
+import { toBuffer } from '../milter/bytes.js';
 
 export interface ConnectionSettings {
   readonly application: MilterApplication;
@@ -92,8 +93,6 @@ function requiredAction(mod: Modification): number {
     }
   }
 }
-
-const toBuffer = (value: string | Buffer): Buffer => (typeof value === 'string' ? Buffer.from(value, 'latin1') : value);
 
 /** Modification -> wire replies. Throws MilterReplyError if it was not negotiated or is malformed. */
 export function modificationReplies(mod: Modification, negotiated: NegotiatedOptions): Reply[] {
