@@ -2,7 +2,9 @@
 // with no_new_privs, rlimits, umask 077 and the clean environment, and a
 // warning says so. Driven as root by starting node itself as a test uid.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
@@ -17,7 +19,23 @@ after(() => {
   w?.cleanup();
 });
 
-const RUN = fileURLToPath(new URL('../../../src/filter/run.js', import.meta.url));
+const DIST = fileURLToPath(new URL('../../../', import.meta.url));
+const ROOT = path.dirname(DIST.replace(/\/$/, ''));
+
+/**
+ * The test uid must be able to read the code it runs, wherever the checkout
+ * lives (CI's clone may sit under a 0700 directory): run a world-readable copy
+ * of the compiled sources and their dependencies.
+ */
+function readableCopy(): { run: string; dir: string } {
+  const dir = fs.mkdtempSync('/var/tmp/pumrun-code-');
+  fs.chmodSync(dir, 0o755);
+  for (const part of ['package.json', 'node_modules', 'dist/src']) {
+    fs.cpSync(path.join(ROOT, part), path.join(dir, part), { recursive: true });
+  }
+  spawnSync('chmod', ['-R', 'a+rX', dir]);
+  return { run: path.join(dir, 'dist/src/filter/run.js'), dir };
+}
 
 test('unprivileged: the filter runs as the milter\'s own uid, with no_new_privs, limits, umask 077, and a warning', async (t) => {
   if (lacksRoot(t) || lacksCommand(t, 'setpriv', 'util-linux')) return;
@@ -25,14 +43,15 @@ test('unprivileged: the filter runs as the milter\'s own uid, with no_new_privs,
   const other = w.users.a; // ... and the recipient is pumrun-a, whose filter it cannot become
   w.install(me, 'ident');
   const spool = w.message();
+  const code = readableCopy();
+  t.after(() => fs.rmSync(code.dir, { recursive: true, force: true }));
   // The unprivileged milter must be able to open its own spool file.
-  const fs = await import('node:fs');
   fs.chownSync(w.spoolDir, me.uid, me.gid);
   fs.chownSync(spool, me.uid, me.gid);
   const job = w.job({ ...other, home: me.home }, spool, { limits: { cpuSeconds: 7, memoryBytes: 300 << 20, processes: 50, fileSizeBytes: 1 << 20, outputBytes: 65536 } });
   // The filter belongs to `me` here (the account the milter runs as).
   job.user = { ...job.user, uid: me.uid, gid: me.gid, groups: [me.gid] };
-  const script = `import { runFilter } from ${JSON.stringify(RUN)}; const r = await runFilter(${JSON.stringify(job)}); console.log(JSON.stringify(r));`;
+  const script = `import { runFilter } from ${JSON.stringify(code.run)}; const r = await runFilter(${JSON.stringify(job)}); console.log(JSON.stringify(r));`;
   const { stdout, stderr } = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) => {
     execFile(
       'setpriv',
