@@ -156,7 +156,8 @@ export class MilterConnection {
   private readonly log: MilterLogger;
   private readonly decoder: FrameDecoder;
   private readonly macros = new MacroStore();
-  private readonly abortController = new AbortController();
+  /** Made on first use of `context.signal`: most handlers never look, and an abort() costs a DOMException with a stack trace. */
+  private abortController: AbortController | undefined;
   private state: SessionState;
   private handler: MilterHandler = {};
   private handlerFailure: unknown = undefined;
@@ -339,13 +340,21 @@ export class MilterConnection {
   // ---- handler calls ----------------------------------------------------------
 
   private createHandler(negotiated: NegotiatedOptions): void {
+    const lazySignal = (): AbortSignal => {
+      this.abortController ??= new AbortController();
+      // Asked for after the close: hand out a signal that has already fired.
+      if (this.isClosed && !this.abortController.signal.aborted) this.abortController.abort();
+      return this.abortController.signal;
+    };
     const context: ConnectionContext = {
       id: this.id,
       peer: this.peer,
       macros: this.macros,
       negotiated,
       log: this.log,
-      signal: this.abortController.signal,
+      get signal() {
+        return lazySignal();
+      },
     };
     try {
       this.handler = this.settings.application.createHandler(context);
@@ -523,7 +532,7 @@ export class MilterConnection {
     if (this.isClosed) return;
     this.isClosed = true;
     this.stopProgress();
-    this.abortController.abort();
+    this.abortController?.abort();
     if (reason === 'quit' || reason === 'shutdown' || reason === 'refused' || reason === 'idle-timeout') this.socket.end();
     else this.socket.destroy();
     // Make sure the socket goes away even if the MTA never reads our FIN.
