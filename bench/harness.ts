@@ -64,6 +64,9 @@ const KB4 = 4096;
 const KB100 = 100 * 1024;
 const MB10 = 10 * 1024 * 1024;
 const RECIPIENT_COUNTS = [1, 3, 10];
+/** Warm-up per shape of load (pass-through, one local recipient): at most this many messages or seconds. */
+const WARM_MESSAGES = 2000;
+const WARM_SECONDS = 2.5;
 
 function sizeTag(size: number): string {
   return size >= 1024 * 1024 ? `${size / (1024 * 1024)}m` : `${size / 1024}k`;
@@ -126,7 +129,7 @@ function messageCount(o: BenchOptions, base: { size: number; recipients: number;
   let n: number;
   if (base.size >= MB10) n = 30;
   else if (base.size >= KB100) n = 200;
-  else if (base.filter === 'none') n = 600;
+  else if (base.filter === 'none') n = 3000;
   else if (base.filter === 'slow') n = 100;
   else n = base.recipients >= 10 ? 150 : 300;
   return Math.max(5, Math.round(n * o.scale));
@@ -294,9 +297,15 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       };
     };
 
-    const warmMilter = async (socket: SocketSpec, rcpts: MilterRecipient[]): Promise<void> => {
+    // Every system under test gets the same warm-up before its first scenario:
+    // a few seconds of the load it is about to see, so that what is measured
+    // is the steady state of a long-running daemon (V8 has compiled its hot
+    // paths, Perl workers are forked, caches are warm), not its first second.
+    const warmMilter = async (socket: SocketSpec, shapes: MilterRecipient[][]): Promise<void> => {
       if (o.smoke) return;
-      await runMilterLoad({ socket: socket.spec, connections: 4, messages: o.smoke ? 5 : 40, maxSeconds: 10, recipients: rcpts, size: KB4 });
+      for (const rcpts of shapes) {
+        await runMilterLoad({ socket: socket.spec, connections: o.concurrency, messages: WARM_MESSAGES, maxSeconds: WARM_SECONDS, recipients: rcpts, size: KB4 });
+      }
     };
 
     // C null milter over the protocol
@@ -305,7 +314,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       const socket = unixSocket(path.join(work, 'null-milter.sock'));
       const d = track(await startNullMilter(nullBin, socket, path.join(work, 'null-milter.log')));
       try {
-        await warmMilter(socket, passRcpts(1));
+        await warmMilter(socket, [passRcpts(1)]);
         scenarios.push(await milterScenario({ id, title: 'C null milter (libmilter), protocol floor', system: 'null-milter', sandbox: null, recipients: 1, local: false, filter: 'none', size: KB4 }, socket, d.pid, passRcpts(1)));
       } finally {
         await d.stop();
@@ -345,7 +354,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       const d = track(await startPerUserMilter(path.join(work, `pum-${tag}`), socket, { sandbox: plan.sandbox, threads: plan.threads ?? o.threads, recipientMap }, path.join(work, `pum-${tag}.log`)));
       try {
         useFilter('trivial');
-        await warmMilter(socket, users.length > 0 ? localRcpts(1) : passRcpts(1));
+        await warmMilter(socket, users.length > 0 ? [passRcpts(1), localRcpts(1)] : [passRcpts(1)]);
         for (const s of items) {
           scenarios.push(await milterScenario(s, socket, d.pid, s.local ? localRcpts(s.recipients) : passRcpts(s.recipients)));
         }
@@ -412,7 +421,10 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     };
     const warmSmtp = async (local: boolean): Promise<void> => {
       if (o.smoke) return;
-      await runSmtpLoad(bp, { messages: o.smoke ? 5 : 30, sessions: 4, recipients: 1, size: KB4, to: local ? `${USER_PREFIX}1@${LOCAL_DOMAIN}` : `rcpt@${DISCARD_DOMAIN}`, maxSeconds: 20 });
+      const shapes = local ? [false, true] : [false];
+      for (const toLocal of shapes) {
+        await runSmtpLoad(bp, { messages: WARM_MESSAGES, sessions: o.concurrency, recipients: 1, size: KB4, to: toLocal ? `${USER_PREFIX}1@${LOCAL_DOMAIN}` : `rcpt@${DISCARD_DOMAIN}`, maxSeconds: WARM_SECONDS, fitToTime: true });
+      }
     };
 
     // Postfix alone (the smoke set keeps only the per-user-milter pass-through)
