@@ -151,6 +151,18 @@ export function prlimitArgs(limits: Limits, hard?: LaunchInput['hardLimits']): s
 }
 
 /**
+ * An id for setpriv that can only be read as a number. setpriv looks every
+ * --reuid/--regid/--groups value up as a *name* first (getpwnam, getgrnam)
+ * and parses it as a number only when no such name exists: `--reuid=1001`
+ * would switch to the account *named* "1001" (numeric logins exist, e.g.
+ * employee numbers in LDAP), whatever its uid. strtol reads "+1001" as 1001,
+ * and no valid user or group name starts with "+".
+ */
+export function numericId(id: number): string {
+  return `+${id}`;
+}
+
+/**
  * setpriv options. Privileged: real+effective uid and gid, the supplementary
  * groups given numerically (works for passwd-file users that NSS does not
  * know, and inside bwrap without NSS), no_new_privs, no inheritable or
@@ -162,9 +174,9 @@ export function setprivArgs(user: UserAccount, privileged: boolean, dropBounding
   if (!privileged) return common;
   const groups = [...new Set(user.groups)];
   return [
-    `--reuid=${user.uid}`,
-    `--regid=${user.gid}`,
-    ...(groups.length > 0 ? [`--groups=${groups.join(',')}`] : ['--clear-groups']),
+    `--reuid=${numericId(user.uid)}`,
+    `--regid=${numericId(user.gid)}`,
+    ...(groups.length > 0 ? [`--groups=${groups.map(numericId).join(',')}`] : ['--clear-groups']),
     ...common,
     ...(dropBoundingSet ? ['--bounding-set=-all'] : []),
   ];

@@ -2,6 +2,7 @@
 // isolation, exit-code mapping, safety checks. Timeouts and limits are in
 // limits.test.ts, the pool in pool.test.ts.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
@@ -64,6 +65,31 @@ for (const sandbox of ['setpriv', 'bwrap'] as const) {
       // `exec ls /proc/self/fd`: 0 1 2 and ls's own directory handle (3); a leaked descriptor would push it to 4.
       const fds = out.split('\n').filter((l) => /^\d+$/.test(l.trim())).map(Number).sort((x, y) => x - y);
       assert.deepEqual(fds, [0, 1, 2, 3]);
+    });
+
+    test('ids reach setpriv as numbers: an account named like the uid, or a group named like a gid, cannot capture the switch', async (t) => {
+      if (needs(t, sandbox) || lacksCommand(t, 'useradd', 'passwd') || lacksCommand(t, 'groupadd', 'passwd')) return;
+      const u = w.users.a;
+      // Decoys in the real account database (setpriv asks NSS): a user *named*
+      // "61001" with uid 61008, a group *named* "61100" with gid 61008.
+      const decoyId = 61008;
+      const decoyUser = String(u.uid);
+      const decoyGroup = String(SUPP_GID);
+      execFileSync('groupadd', ['-g', String(decoyId), decoyGroup], { stdio: 'pipe' });
+      try {
+        execFileSync('useradd', ['--badname', '-M', '-N', '-g', String(decoyId), '-u', String(decoyId), '-d', '/nonexistent', '-s', '/usr/sbin/nologin', decoyUser], { stdio: 'pipe' });
+        try {
+          assert.equal(execFileSync('id', ['-u', decoyUser], { encoding: 'utf8' }).trim(), String(decoyId), 'the decoy account exists');
+          w.install(u, 'ident');
+          const r = await runFilter(w.job(u, w.message(), { sandbox }));
+          assert.equal(r.outcome, 'accept', r.log);
+          assert.match(r.log, new RegExp(`uid=${u.uid} gid=${u.gid} groups=${u.uid},${SUPP_GID} `));
+        } finally {
+          execFileSync('userdel', [decoyUser], { stdio: 'pipe' });
+        }
+      } finally {
+        execFileSync('groupdel', [decoyGroup], { stdio: 'pipe' });
+      }
     });
 
     test('gets exactly the documented environment, RECIPIENT its own address only', async (t) => {
@@ -278,7 +304,6 @@ describe('runFilter: no filter, unsafe filters', () => {
     assert.equal(r.outcome, 'accept', r.log);
     assert.equal(r.replyText, `euid=${u.uid}`);
     // Control: the same binary, run as the user without no_new_privs, does become root.
-    const { execFileSync } = await import('node:child_process');
     const ctl = execFileSync('setpriv', [`--reuid=${u.uid}`, `--regid=${u.gid}`, '--clear-groups', suid, '-u'], { encoding: 'utf8' });
     assert.equal(ctl.trim(), '0');
     fs.rmSync(suid);

@@ -42,7 +42,7 @@ test('setpriv chain: prlimit then setpriv with uid, gid, groups, no_new_privs, n
   assert.equal(p.file, '/usr/bin/prlimit');
   assert.deepEqual(p.args, [
     '--cpu=20', `--as=${1 << 30}`, '--nproc=64', `--fsize=${100 << 20}`, '--core=0', '--',
-    '/usr/bin/setpriv', '--reuid=1001', '--regid=1001', '--groups=1001,100', '--no-new-privs', '--inh-caps=-all', '--pdeathsig=KILL', '--bounding-set=-all',
+    '/usr/bin/setpriv', '--reuid=+1001', '--regid=+1001', '--groups=+1001,+100', '--no-new-privs', '--inh-caps=-all', '--pdeathsig=KILL', '--bounding-set=-all',
     '--', '/home/alice/.user-milter',
   ]);
   assert.equal(p.cwd, '/home/alice');
