@@ -10,7 +10,7 @@ import { ownPrivileges } from '../filter/privileges.js';
 import { sandboxWarnings } from '../filter/sandbox.js';
 import { createLogger, type Logger } from '../log/index.js';
 import { createMetrics, MetricsServer } from '../metrics/index.js';
-import { FilterPool } from '../pool/pool.js';
+import { RunnerProcess } from '../pool/runner-process.js';
 import { RecipientClassifier, type ClassifierOptions } from '../recipients/index.js';
 import { MilterServer } from '../server/server.js';
 import { Spool } from '../spool/index.js';
@@ -55,7 +55,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const { spool, staleRemoved } = await Spool.open(config.spool.dir);
   log.info({ spoolDir: config.spool.dir, staleRemoved }, 'spool ready');
   const classifier = await RecipientClassifier.create(classifierOptions(config));
-  const pool = new FilterPool({ threads: config.pool.threads, maxQueue: config.pool.maxQueue });
+  // The piscina pool lives in a small runner process of its own: every filter
+  // run forks the process that spawns it (docs/sandbox.md, "Where the pool runs").
+  const pool = new RunnerProcess({
+    threads: config.pool.threads,
+    maxQueue: config.pool.maxQueue,
+    onUnexpectedExit: (how, failedJobs) => log.error({ failedJobs }, `filter runner process ${how}; its jobs are tempfailed, the next job starts a new one`),
+    onStrayOutput: (line) => log.warn({ line: line.slice(0, 200) }, 'filter runner printed something that is not an answer'),
+  });
   const metrics = createMetrics({ perUserLabels: config.metrics.perUserLabels, poolStats: () => pool.stats() });
   const metricsServer = new MetricsServer(config.metrics.listen, metrics.registry);
 

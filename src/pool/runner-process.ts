@@ -1,0 +1,170 @@
+// The milter's side of the filter runner process (workers/runner-process.ts):
+// a FilterRunner that sends each job to the piscina pool living in that
+// small process (why: docs/design.md §6). Queue
+// limits are enforced here, where every job passes: a full queue rejects at
+// once with PoolFullError. If the runner process dies, the jobs it held fail
+// (the messages are tempfailed: our fault, never the filter's) and the next
+// job starts a new one.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { FilterJob, FilterResult } from './job.js';
+import { PoolFullError, type PoolStats } from './pool.js';
+import { encodeLine, LineSplitter, parseAnswer, type RunnerStats } from './wire.js';
+
+export interface RunnerProcessOptions {
+  /** Worker threads of the runner's pool (config pool.threads). */
+  threads: number;
+  /** Filter runs allowed to wait beyond the running ones (config pool.maxQueue); 0 = none. */
+  maxQueue: number;
+  /** Filter runs one thread keeps in flight; default 4 (as FilterPool). */
+  concurrency?: number;
+  /** The compiled runner entry; default dist/workers/runner-process.js. */
+  entry?: string;
+  /** Told when the runner process ends unexpectedly (the milter logs it). */
+  onUnexpectedExit?: (how: string, failedJobs: number) => void;
+  /** Told about lines on the runner's stdout that are not answers. */
+  onStrayOutput?: (line: string) => void;
+}
+
+/** The runner process ended (or could not start) while it held this job: code PUM_ERR_RUNNER. */
+export class RunnerGoneError extends Error {
+  readonly code = 'PUM_ERR_RUNNER';
+  constructor(how: string) {
+    super(`filter runner process ${how}`);
+    this.name = 'RunnerGoneError';
+  }
+}
+
+export function defaultRunnerEntry(): string {
+  // dist/src/pool/runner-process.js -> dist/workers/runner-process.js
+  return fileURLToPath(new URL('../../workers/runner-process.js', import.meta.url));
+}
+
+interface Pending {
+  resolve(result: FilterResult): void;
+  reject(error: Error): void;
+}
+
+export class RunnerProcess {
+  readonly #options: Required<Pick<RunnerProcessOptions, 'threads' | 'maxQueue' | 'concurrency' | 'entry'>> & RunnerProcessOptions;
+  readonly #pending = new Map<number, Pending>();
+  #child: ChildProcess | null = null;
+  #exited: Promise<void> | null = null;
+  #nextId = 1;
+  #closed = false;
+  #remote: RunnerStats = { utilization: 0, threads: 0 };
+
+  constructor(options: RunnerProcessOptions) {
+    if (!Number.isInteger(options.threads) || options.threads < 1) throw new RangeError('RunnerProcess: threads must be a positive integer');
+    if (!Number.isInteger(options.maxQueue) || options.maxQueue < 0) throw new RangeError('RunnerProcess: maxQueue must be an integer >= 0');
+    const concurrency = options.concurrency ?? 4;
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('RunnerProcess: concurrency must be a positive integer');
+    this.#options = { ...options, concurrency, entry: options.entry ?? defaultRunnerEntry() };
+    this.#start();
+  }
+
+  /** The runner's pid (for tests and `ps`); null between a crash and the next job. */
+  get pid(): number | null {
+    return this.#child?.pid ?? null;
+  }
+
+  #capacity(): number {
+    return this.#options.threads * this.#options.concurrency;
+  }
+
+  #start(): ChildProcess {
+    const { threads, maxQueue, concurrency, entry } = this.#options;
+    // The runner reads jobs on stdin and answers on stdout; its stderr is ours (warnings reach our log stream).
+    const child = spawn(process.execPath, [entry, JSON.stringify({ threads, maxQueue, concurrency })], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    this.#child = child;
+    const lines = new LineSplitter();
+    child.stdout?.setEncoding('utf8');
+    child.stdout?.on('data', (chunk: string) => {
+      for (const line of lines.push(chunk)) this.#onLine(line);
+    });
+    // A write after the runner died: the 'exit' handler below fails the jobs.
+    child.stdin?.on('error', () => undefined);
+    this.#exited = new Promise<void>((resolve) => {
+      let done = false;
+      const gone = (how: string): void => {
+        if (done) return;
+        done = true;
+        if (this.#child === child) this.#child = null;
+        const failed = this.#pending.size;
+        for (const p of this.#pending.values()) p.reject(new RunnerGoneError(how));
+        this.#pending.clear();
+        if (!this.#closed) this.#options.onUnexpectedExit?.(how, failed);
+        resolve();
+      };
+      child.on('error', (err) => gone(`could not start: ${err.message}`));
+      child.on('exit', (code, signal) => gone(signal ? `killed by ${signal}` : `exited with status ${code}`));
+    });
+    return child;
+  }
+
+  #onLine(line: string): void {
+    const answer = parseAnswer(line);
+    if (!answer) {
+      this.#options.onStrayOutput?.(line);
+      return;
+    }
+    this.#remote = answer.stats;
+    const p = this.#pending.get(answer.id);
+    if (!p) return;
+    this.#pending.delete(answer.id);
+    if ('result' in answer) p.resolve(answer.result);
+    else if (answer.error.code === 'PUM_ERR_POOL_FULL') p.reject(new PoolFullError(this.#options.maxQueue));
+    else p.reject(new Error(`filter runner: ${answer.error.message}`));
+  }
+
+  /** Runs one job in the runner process. Rejects with PoolFullError at once when the queue is at its limit. */
+  run(job: FilterJob): Promise<FilterResult> {
+    if (this.#closed) return Promise.reject(new Error('RunnerProcess is closed'));
+    if (this.#pending.size >= this.#capacity() + this.#options.maxQueue) return Promise.reject(new PoolFullError(this.#options.maxQueue));
+    const child = this.#child ?? this.#start();
+    const id = this.#nextId++;
+    return new Promise<FilterResult>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      child.stdin?.write(encodeLine({ id, job }));
+    });
+  }
+
+  stats(): PoolStats {
+    const inFlight = this.#pending.size;
+    const capacity = this.#capacity();
+    return {
+      queueSize: Math.max(0, inFlight - capacity),
+      utilization: this.#remote.utilization,
+      threads: this.#child ? this.#remote.threads || this.#options.threads : 0,
+      running: Math.min(inFlight, capacity),
+    };
+  }
+
+  /**
+   * Waits for the jobs in flight (each bounded by its filter's timeout), then
+   * ends the runner's input: it exits, killing anything still running.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled([...this.#pending.keys()].map((id) => new Promise<void>((resolve) => {
+      const p = this.#pending.get(id);
+      if (!p) return resolve();
+      this.#pending.set(id, {
+        resolve: (r) => (p.resolve(r), resolve()),
+        reject: (e) => (p.reject(e), resolve()),
+      });
+    })));
+    this.#child?.stdin?.end();
+    await this.#exited;
+  }
+
+  /** Ends the runner now (tests, a failed start): its running filters are killed, pending jobs fail. */
+  async destroy(): Promise<void> {
+    this.#closed = true;
+    this.#child?.stdin?.end();
+    await this.#exited;
+  }
+}

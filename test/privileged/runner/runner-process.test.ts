@@ -1,0 +1,171 @@
+// RunnerProcess for real: the piscina pool in a runner process of its own.
+// Jobs go there and back as JSON lines, filters are that process's children
+// (not the milter's), a full queue rejects at once, a dead runner fails only
+// the jobs it held and is replaced, and when the milter dies the runner kills
+// what it still runs and exits.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import { PoolFullError } from '../../../src/pool/pool.js';
+import { RunnerGoneError, RunnerProcess } from '../../../src/pool/runner-process.js';
+import { lacksCommand, lacksRoot } from '../../support/require.js';
+import { makeWorld, settle, type World } from './world.js';
+
+const isRoot = process.getuid?.() === 0;
+let w: World;
+
+before(() => {
+  if (isRoot) w = makeWorld('runnerproc', 61041);
+});
+after(() => {
+  w?.cleanup();
+});
+
+function needs(t: TestContext): boolean {
+  return lacksRoot(t) || lacksCommand(t, 'setpriv', 'util-linux') || lacksCommand(t, 'prlimit', 'util-linux');
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('RunnerProcess', () => {
+  test('runs filters as children of the runner process, not of the milter, each job with its own RECIPIENT', async (t) => {
+    if (needs(t)) return;
+    const runner = new RunnerProcess({ threads: 2, maxQueue: 10 });
+    try {
+      w.install(w.users.a, 'parent');
+      w.install(w.users.b, 'environ');
+      const [a, b, c] = await Promise.all([
+        runner.run(w.job(w.users.a, w.message())),
+        runner.run(w.job(w.users.b, w.message())),
+        runner.run(w.job(w.users.b, w.message(), { sandbox: 'setpriv' }, { RECIPIENT: 'other@example.com' })),
+      ]);
+      assert.ok(runner.pid !== null && runner.pid !== process.pid);
+      assert.equal(a?.outcome, 'accept', a?.log);
+      assert.equal(a?.replyText, `ppid=${runner.pid}`);
+      assert.match(b?.log ?? '', /RECIPIENT=pumrun-b@example\.com\0/);
+      assert.match(c?.log ?? '', /RECIPIENT=other@example\.com\0/);
+      assert.doesNotMatch(c?.log ?? '', /pumrun-b@example\.com/);
+      const s = runner.stats();
+      assert.equal(s.threads, 2);
+      assert.equal(s.running, 0);
+      assert.ok(s.utilization > 0 && s.utilization <= 1, `utilization ${s.utilization}`);
+    } finally {
+      await runner.close();
+    }
+  });
+
+  test('a full queue rejects at once with PoolFullError; stats() shows running and queued', async (t) => {
+    if (needs(t)) return;
+    const runner = new RunnerProcess({ threads: 1, maxQueue: 1, concurrency: 1 });
+    try {
+      w.install(w.users.a, 'sleeper');
+      const job = () => w.job(w.users.a, w.message(), { timeout: 1000 });
+      const first = runner.run(job());
+      const second = runner.run(job());
+      assert.deepEqual({ ...runner.stats(), utilization: 0 }, { queueSize: 1, running: 1, threads: 1, utilization: 0 });
+      const t0 = performance.now();
+      await assert.rejects(runner.run(job()), (err: unknown) => err instanceof PoolFullError && err.code === 'PUM_ERR_POOL_FULL');
+      assert.ok(performance.now() - t0 < 100, 'rejected immediately');
+      const [a, b] = await Promise.all([first, second]);
+      assert.equal(a.outcome, 'timeout');
+      assert.equal(b.outcome, 'timeout');
+      assert.equal(runner.stats().queueSize, 0);
+      assert.deepEqual(await settle(w, w.users.a.uid), []);
+    } finally {
+      await runner.close();
+    }
+  });
+
+  test('a runner that dies fails only the jobs it held (RunnerGoneError), says so, and the next job starts a new one', async (t) => {
+    if (needs(t)) return;
+    const exits: Array<[string, number]> = [];
+    const runner = new RunnerProcess({ threads: 1, maxQueue: 5, onUnexpectedExit: (how, n) => exits.push([how, n]) });
+    try {
+      w.install(w.users.b, 'sleeper');
+      const held = runner.run(w.job(w.users.b, w.message(), { timeout: 20_000 }));
+      const firstPid = runner.pid as number;
+      await until('the filter to start', () => w.processesOf(w.users.b.uid).length > 0);
+      process.kill(firstPid, 'SIGKILL');
+      await assert.rejects(held, (err: unknown) => err instanceof RunnerGoneError && /killed by SIGKILL/.test(err.message));
+      assert.deepEqual(exits, [['killed by SIGKILL', 1]]);
+      w.install(w.users.a, 'parent');
+      const next = await runner.run(w.job(w.users.a, w.message()));
+      assert.equal(next.outcome, 'accept', next.log);
+      assert.notEqual(runner.pid, firstPid);
+      assert.equal(next.replyText, `ppid=${runner.pid}`);
+    } finally {
+      await runner.close();
+      // The first runner's sleeper lost its parent thread: setpriv's pdeathsig ends the filter
+      // itself, but its TERM-ignoring background child has to be cleaned up here.
+      w.processesOf(w.users.b.uid).forEach((l) => process.kill(Number(l.split(/\s+/)[0]), 'SIGKILL'));
+    }
+  });
+
+  test('when the milter process is killed, the runner kills the filters still running (whole process group) and exits', async (t) => {
+    if (needs(t)) return;
+    w.install(w.users.b, 'sleeper');
+    // A stand-in for the milter: a process that owns a RunnerProcess with a job in flight.
+    const dir = fs.mkdtempSync(path.join(w.base, 'milter-'));
+    const script = path.join(dir, 'milter.mjs');
+    const moduleUrl = pathToFileURL(path.resolve('dist/src/pool/runner-process.js')).href;
+    const job = w.job(w.users.b, w.message(), { timeout: 60_000 });
+    fs.writeFileSync(
+      script,
+      `import { RunnerProcess } from ${JSON.stringify(moduleUrl)};\n` +
+        `const r = new RunnerProcess({ threads: 1, maxQueue: 1 });\n` +
+        `console.log(String(r.pid));\n` +
+        `r.run(${JSON.stringify(job)}).catch(() => undefined);\n` +
+        `setInterval(() => undefined, 1000);\n`,
+    );
+    const milter = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const runnerPid = await new Promise<number>((resolve, reject) => {
+      milter.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      milter.once('exit', () => reject(new Error('stand-in milter exited early')));
+    });
+    try {
+      // The sleeper and its TERM-ignoring background child, both in the filter's process group.
+      await until('the filter and its background child', () => w.processesOf(w.users.b.uid).length >= 2);
+      milter.kill('SIGKILL');
+      await until('the runner to exit', () => !alive(runnerPid));
+      assert.deepEqual(await settle(w, w.users.b.uid, 3000), []);
+    } finally {
+      if (alive(runnerPid)) process.kill(runnerPid, 'SIGKILL');
+      w.processesOf(w.users.b.uid).forEach((l) => process.kill(Number(l.split(/\s+/)[0]), 'SIGKILL'));
+    }
+  });
+
+  test('close() waits for the jobs in flight, then the runner exits; afterwards run() refuses', async (t) => {
+    if (needs(t)) return;
+    const runner = new RunnerProcess({ threads: 1, maxQueue: 1 });
+    w.install(w.users.a, 'parent');
+    const pid = runner.pid as number;
+    const job = runner.run(w.job(w.users.a, w.message()));
+    await runner.close();
+    assert.equal((await job).outcome, 'accept');
+    assert.equal(alive(pid), false);
+    await assert.rejects(runner.run(w.job(w.users.a, w.message())), /closed/);
+  });
+
+  test('bad options are refused with the option named', () => {
+    assert.throws(() => new RunnerProcess({ threads: 0, maxQueue: 1 }), /threads/);
+    assert.throws(() => new RunnerProcess({ threads: 1, maxQueue: -1 }), /maxQueue/);
+  });
+});

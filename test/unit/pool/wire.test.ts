@@ -1,0 +1,59 @@
+// The runner process's line protocol: one message per line whatever the
+// job holds, lines reassembled across arbitrary chunk boundaries, and
+// anything that is not a well-formed message ignored rather than trusted.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import type { FilterJob, FilterResult } from '../../../src/pool/job.js';
+import { encodeLine, LineSplitter, parseAnswer, parseRequest } from '../../../src/pool/wire.js';
+
+const job: FilterJob = {
+  spoolPath: '/var/spool/per-user-milter/m1',
+  user: { name: 'alice', uid: 1001, gid: 1001, groups: [1001, 100], home: '/home/alice', shell: '/bin/sh' },
+  envelope: {
+    SENDER: 'a\nb@x', RECIPIENT: 'alice@example.com', LOCAL: 'alice', EXTENSION: '', DOMAIN: 'example.com',
+    CLIENT_ADDRESS: '192.0.2.1', CLIENT_HOSTNAME: 'h', CLIENT_HELO: 'h\r\n', CLIENT_PROTOCOL: 'ESMTP', QUEUE_ID: 'Q', SASL_METHOD: '', SASL_USERNAME: '',
+  },
+  settings: { path: '~/.user-milter', timeout: 30000, sandbox: 'setpriv', limits: { cpuSeconds: 1, memoryBytes: 2, processes: 3, fileSizeBytes: 4, outputBytes: 5 }, exitCodes: { reject: [1], tempfail: [75] } },
+};
+const result: FilterResult = { outcome: 'reject', exitCode: 1, signal: null, durationMs: 3.5, replyText: '5.7.1 no', log: 'stdout: line one\nline two\n' };
+
+test('a request with newlines in its strings is one line and comes back equal', () => {
+  const line = encodeLine({ id: 7, job });
+  assert.equal(line.indexOf('\n'), line.length - 1);
+  assert.deepEqual(parseRequest(line.slice(0, -1)), { id: 7, job });
+});
+
+test('answers: a result or an error, each with the stats', () => {
+  const stats = { utilization: 0.5, threads: 2 };
+  assert.deepEqual(parseAnswer(encodeLine({ id: 1, result, stats }).trim()), { id: 1, result, stats });
+  const err = { id: 2, error: { message: 'queue full', code: 'PUM_ERR_POOL_FULL' }, stats };
+  assert.deepEqual(parseAnswer(encodeLine(err).trim()), err);
+});
+
+test('anything else is not an answer or a request: stray output, partial or foreign JSON', () => {
+  for (const line of ['hello', '{', '[]', 'null', '{"id":1}', '{"id":"1","result":{"outcome":"accept"},"stats":{}}', '{"id":1,"result":{},"stats":{}}', '{"id":1,"result":{"outcome":"accept"}}']) {
+    assert.equal(parseAnswer(line), null, line);
+  }
+  for (const line of ['', '{"id":1}', '{"id":1,"job":{}}', '{"id":1,"job":{"spoolPath":3}}']) {
+    assert.equal(parseRequest(line), null, line);
+  }
+});
+
+test('LineSplitter: the same lines whatever the chunk boundaries', () => {
+  fc.assert(
+    fc.property(fc.array(fc.string({ minLength: 1 }).map((s) => s.replace(/\n/g, ' ')), { maxLength: 20 }), fc.array(fc.nat(), { maxLength: 10 }), (lines, cuts) => {
+      const text = lines.map((l) => l + '\n').join('');
+      const points = [...new Set(cuts.map((c) => (text.length === 0 ? 0 : c % text.length)))].sort((a, b) => a - b);
+      const splitter = new LineSplitter();
+      const out: string[] = [];
+      let from = 0;
+      for (const p of [...points, text.length]) {
+        out.push(...splitter.push(text.slice(from, p)));
+        from = p;
+      }
+      assert.deepEqual(out, lines);
+      assert.equal(splitter.rest, '');
+    }),
+  );
+});

@@ -1,0 +1,101 @@
+// The filter runner process: a small Node process, started by the milter,
+// that hosts the piscina pool (FilterPool) and nothing else, so that the
+// filters have an owner that outlives a killed milter long enough to kill
+// them, a crash on the pool side costs only the jobs in flight, and the fork
+// behind every filter run copies this process's memory map instead of the
+// milter's (docs/design.md §6, docs/sandbox.md). Jobs come as JSON lines on
+// standard input, answers go out on standard output (src/pool/wire.ts). A
+// filter never inherits either: its standard input, output and error are
+// always its own.
+//
+// Lifecycle: the milter decides. SIGINT/SIGTERM/SIGHUP are ignored (a Ctrl-C
+// or a process-group signal must not kill filters the milter is still
+// draining). End of standard input means the milter closed us or died:
+// filters still running are killed, process group and all, and we exit.
+import fs from 'node:fs';
+import { FilterPool, PoolFullError } from '../src/pool/pool.js';
+import { encodeLine, LineSplitter, parseRequest, type Answer } from '../src/pool/wire.js';
+
+interface RunnerOptions {
+  threads: number;
+  maxQueue: number;
+  concurrency?: number;
+}
+
+process.title = 'per-user-milter: filter runner';
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => undefined);
+// The milter may be gone: a failed write must not crash us before the cleanup below.
+process.stdout.on('error', () => undefined);
+
+const options = JSON.parse(process.argv[2] ?? '{}') as RunnerOptions;
+const pool = new FilterPool({ threads: options.threads, maxQueue: options.maxQueue, ...(options.concurrency ? { concurrency: options.concurrency } : {}) });
+let running = 0;
+
+function send(answer: Answer): void {
+  process.stdout.write(encodeLine(answer));
+}
+
+function stats(): Answer['stats'] {
+  const s = pool.stats();
+  return { utilization: s.utilization, threads: s.threads };
+}
+
+async function handle(line: string): Promise<void> {
+  const request = parseRequest(line);
+  if (!request) {
+    process.stderr.write(`per-user-milter filter runner: ignoring a malformed request line (${line.length} bytes)\n`);
+    return;
+  }
+  running++;
+  try {
+    const result = await pool.run(request.job);
+    send({ id: request.id, result, stats: stats() });
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    send({ id: request.id, error: { message: e.message, ...(err instanceof PoolFullError ? { code: e.code } : {}) }, stats: stats() });
+  } finally {
+    running--;
+  }
+}
+
+/** Our direct children: each is a filter chain that leads its own process group (spawned detached). */
+function childPids(): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === process.pid) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+function killRunningFilters(): void {
+  for (const pid of childPids()) {
+    for (const target of [-pid, pid]) {
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+const lines = new LineSplitter();
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (chunk: string) => {
+  for (const line of lines.push(chunk)) void handle(line);
+});
+process.stdin.on('end', () => {
+  // Nobody is waiting for what still runs: end it now rather than let it run on unowned.
+  if (running > 0) killRunningFilters();
+  void pool.close().finally(() => process.exit(0));
+  // A worker stuck in a spawn must not keep us alive.
+  setTimeout(() => process.exit(0), 5000).unref();
+});
