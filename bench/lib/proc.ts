@@ -1,6 +1,6 @@
 // CPU and memory of a process (and its descendants) read from /proc, so the
 // figures are the kernel's own accounting, not the load generator's guess.
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
 let clockTicks: number | null = null;
@@ -114,9 +114,36 @@ export function resetPeakRss(pid: number): boolean {
   }
 }
 
+function exeOf(pid: number): string | null {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The process and its direct children running the same program: for
+ * per-user-milter, the milter and its filter runner process (both node; the
+ * filters are the runner's children and short-lived). Their memory together
+ * is the milter's.
+ */
+export function sameProgramFamily(pid: number): number[] {
+  const exe = exeOf(pid);
+  if (exe === null) return [pid];
+  return [pid, ...allStats().filter((s) => s.ppid === pid && exeOf(s.pid) === exe).map((s) => s.pid)];
+}
+
+function sum(values: Array<number | null>): number | null {
+  const known = values.filter((v): v is number => v !== null);
+  return known.length === 0 ? null : known.reduce((a, b) => a + b, 0);
+}
+
 /**
  * Watches one process while a scenario runs: CPU of its tree, RSS at start,
  * and the peak RSS (VmHWM after a reset, cross-checked with 50 ms samples).
+ * RSS is summed over the process and its same-program children
+ * (sameProgramFamily); the summed VmHWM is an upper bound of the joint peak.
  */
 export class ProcessMeter {
   private readonly cpu0: number;
@@ -125,18 +152,20 @@ export class ProcessMeter {
   private maxSampled: number;
   private readonly timer: NodeJS.Timeout;
   private readonly hwmReset: boolean;
+  private readonly family: number[];
 
   constructor(
-    private readonly pid: number,
+    pid: number,
     private readonly treeRoots: readonly number[] = [pid],
   ) {
-    this.hwmReset = resetPeakRss(pid);
-    this.rss0 = rssBytes(pid);
+    this.family = sameProgramFamily(pid);
+    this.hwmReset = this.family.map((p) => resetPeakRss(p)).every(Boolean);
+    this.rss0 = sum(this.family.map(rssBytes));
     this.maxSampled = this.rss0 ?? 0;
     this.cpu0 = treeCpuSeconds(treeRoots);
     this.machine0 = machineBusySeconds();
     this.timer = setInterval(() => {
-      const r = rssBytes(this.pid);
+      const r = sum(this.family.map(rssBytes));
       if (r !== null && r > this.maxSampled) this.maxSampled = r;
     }, 50);
     this.timer.unref();
@@ -146,7 +175,7 @@ export class ProcessMeter {
     clearInterval(this.timer);
     const cpu = treeCpuSeconds(this.treeRoots) - this.cpu0;
     const machine = machineBusySeconds() - this.machine0;
-    const hwm = this.hwmReset ? peakRssBytes(this.pid) : null;
+    const hwm = this.hwmReset ? sum(this.family.map(peakRssBytes)) : null;
     const peak = Math.max(hwm ?? 0, this.maxSampled) || null;
     return { cpuSeconds: cpu, machineCpuSeconds: machine, rssStartBytes: this.rss0, rssPeakBytes: peak };
   }
