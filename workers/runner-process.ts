@@ -35,11 +35,6 @@ function send(answer: Answer): void {
   process.stdout.write(encodeLine(answer));
 }
 
-function stats(): Answer['stats'] {
-  const s = pool.stats();
-  return { utilization: s.utilization, threads: s.threads };
-}
-
 async function handle(line: string): Promise<void> {
   const request = parseRequest(line);
   if (!request) {
@@ -49,10 +44,10 @@ async function handle(line: string): Promise<void> {
   running++;
   try {
     const result = await pool.run(request.job);
-    send({ id: request.id, result, stats: stats() });
+    send({ id: request.id, result });
   } catch (err) {
     const e = err as Error & { code?: string };
-    send({ id: request.id, error: { message: e.message, ...(err instanceof PoolFullError ? { code: e.code } : {}) }, stats: stats() });
+    send({ id: request.id, error: { message: e.message, ...(err instanceof PoolFullError ? { code: e.code } : {}) } });
   } finally {
     running--;
   }

@@ -15,7 +15,7 @@ export type RecipientKind = 'local' | 'nonlocal';
 /** Filter run times from a 5 ms `exit 0` to the 60 s end of a long timeout (seconds). */
 export const FILTER_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60];
 
-/** What the pool reports (FilterPool.stats() has these fields). */
+/** What the pool reports (RunnerProcess.stats() and FilterPool.stats() have these fields). */
 export interface PoolGaugeSource {
   queueSize: number;
   /** 0..1 */
@@ -91,7 +91,7 @@ export class Metrics {
     });
     new Gauge({
       name: `${METRIC_PREFIX}pool_utilization`,
-      help: 'Busy fraction of the filter worker threads (0..1)',
+      help: 'Busy fraction of the filter pool run slots (pool.threads x 4) at this moment (0..1)',
       registers,
       collect() {
         this.set(self.poolStats?.().utilization ?? 0);

@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { FilterJob, FilterResult } from './job.js';
 import { PoolFullError, type PoolStats } from './pool.js';
-import { encodeLine, LineSplitter, parseAnswer, type RunnerStats } from './wire.js';
+import { encodeLine, LineSplitter, parseAnswer } from './wire.js';
 
 export interface RunnerProcessOptions {
   /** Worker threads of the runner's pool (config pool.threads). */
@@ -52,7 +52,6 @@ export class RunnerProcess {
   #exited: Promise<void> | null = null;
   #nextId = 1;
   #closed = false;
-  #remote: RunnerStats = { utilization: 0, threads: 0 };
 
   constructor(options: RunnerProcessOptions) {
     if (!Number.isInteger(options.threads) || options.threads < 1) throw new RangeError('RunnerProcess: threads must be a positive integer');
@@ -110,7 +109,6 @@ export class RunnerProcess {
       this.#options.onStrayOutput?.(line);
       return;
     }
-    this.#remote = answer.stats;
     const p = this.#pending.get(answer.id);
     if (!p) return;
     this.#pending.delete(answer.id);
@@ -131,14 +129,20 @@ export class RunnerProcess {
     });
   }
 
+  /**
+   * Live figures: every job passes here, so they are exact. `utilization` is
+   * the busy share of the pool's run slots (threads × concurrency) right now,
+   * which is what an autoscaler wants (deploy/kubernetes scales on it).
+   */
   stats(): PoolStats {
     const inFlight = this.#pending.size;
     const capacity = this.#capacity();
+    const running = Math.min(inFlight, capacity);
     return {
       queueSize: Math.max(0, inFlight - capacity),
-      utilization: this.#remote.utilization,
-      threads: this.#child ? this.#remote.threads || this.#options.threads : 0,
-      running: Math.min(inFlight, capacity),
+      utilization: running / capacity,
+      threads: this.#child ? this.#options.threads : 0,
+      running,
     };
   }
 

@@ -6,16 +6,8 @@ import type { FilterJob, FilterResult } from './job.js';
 /** Milter -> runner. */
 export type Request = { id: number; job: FilterJob };
 
-/** What the runner's pool says about itself, sent with every answer. */
-export interface RunnerStats {
-  utilization: number;
-  threads: number;
-}
-
 /** Runner -> milter: the result of job `id`, or why it has none. */
-export type Answer =
-  | { id: number; result: FilterResult; stats: RunnerStats }
-  | { id: number; error: { message: string; code?: string }; stats: RunnerStats };
+export type Answer = { id: number; result: FilterResult } | { id: number; error: { message: string; code?: string } };
 
 export function encodeLine(message: Request | Answer): string {
   // JSON.stringify escapes every newline inside strings: one message, one line.
@@ -55,7 +47,7 @@ function parseObject(line: string): Record<string, unknown> | null {
 /** An answer line, or null for anything else (a stray line on the runner's stdout). */
 export function parseAnswer(line: string): Answer | null {
   const v = parseObject(line);
-  if (!v || typeof v.id !== 'number' || !isObject(v.stats)) return null;
+  if (!v || typeof v.id !== 'number') return null;
   if (isObject(v.result) && typeof v.result.outcome === 'string') return v as unknown as Answer;
   if (isObject(v.error) && typeof v.error.message === 'string') return v as unknown as Answer;
   return null;

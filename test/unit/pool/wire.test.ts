@@ -24,15 +24,14 @@ test('a request with newlines in its strings is one line and comes back equal', 
   assert.deepEqual(parseRequest(line.slice(0, -1)), { id: 7, job });
 });
 
-test('answers: a result or an error, each with the stats', () => {
-  const stats = { utilization: 0.5, threads: 2 };
-  assert.deepEqual(parseAnswer(encodeLine({ id: 1, result, stats }).trim()), { id: 1, result, stats });
-  const err = { id: 2, error: { message: 'queue full', code: 'PUM_ERR_POOL_FULL' }, stats };
+test('answers: a result or an error', () => {
+  assert.deepEqual(parseAnswer(encodeLine({ id: 1, result }).trim()), { id: 1, result });
+  const err = { id: 2, error: { message: 'queue full', code: 'PUM_ERR_POOL_FULL' } };
   assert.deepEqual(parseAnswer(encodeLine(err).trim()), err);
 });
 
 test('anything else is not an answer or a request: stray output, partial or foreign JSON', () => {
-  for (const line of ['hello', '{', '[]', 'null', '{"id":1}', '{"id":"1","result":{"outcome":"accept"},"stats":{}}', '{"id":1,"result":{},"stats":{}}', '{"id":1,"result":{"outcome":"accept"}}']) {
+  for (const line of ['hello', '{', '[]', 'null', '{"id":1}', '{"id":"1","result":{"outcome":"accept"}}', '{"id":1,"result":{}}', '{"id":1,"error":{}}']) {
     assert.equal(parseAnswer(line), null, line);
   }
   for (const line of ['', '{"id":1}', '{"id":1,"job":{}}', '{"id":1,"job":{"spoolPath":3}}']) {
