@@ -26,6 +26,8 @@ type Filter =
   | { kind: 'tempfail'; text?: string }
   | { kind: 'exit'; code: number }
   | { kind: 'hang' }
+  /** Hangs, and so does a background child in its process group. */
+  | { kind: 'hang-with-child' }
   | { kind: 'unsafe' }
   | { kind: 'none' };
 
@@ -64,6 +66,7 @@ function writeFilter(u: UserName, f: Filter): void {
     tempfail: `echo ${JSON.stringify((f as { text?: string }).text ?? '')}; exit 75`,
     exit: `exit ${(f as { code?: number }).code ?? 0}`,
     hang: 'exec sleep 60',
+    'hang-with-child': 'sleep 60 &\nexec sleep 60',
     unsafe: 'exit 1',
   };
   fs.writeFileSync(file, `#!/bin/sh\ncat >/dev/null\n${body[f.kind]}\n`, { mode: 0o755 });
@@ -144,6 +147,45 @@ function spoolFiles(m: Milter): string[] {
   const dir = /"spoolDir":"([^"]+)"/.exec(m.log())?.[1];
   assert.ok(dir, 'serve logs its spool directory');
   return dir && fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+}
+
+/** Live processes of a uid (ps; zombies excluded). */
+function processesOf(uid: number): number[] {
+  let out = '';
+  try {
+    out = execFileSync('ps', ['-u', String(uid), '-o', 'pid=,stat='], { encoding: 'utf8' });
+  } catch {
+    return []; // ps exits 1 when there is none
+  }
+  return out.split('\n').map((l) => l.trim().split(/\s+/)).filter(([pid, stat]) => pid && !stat?.startsWith('Z')).map(([pid]) => Number(pid));
+}
+
+function childrenOf(ppid: number): number[] {
+  return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).filter((n) => {
+    try {
+      const stat = fs.readFileSync(`/proc/${n}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid;
+    } catch {
+      return false;
+    }
+  }).map(Number);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitUntil(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 const reject = (text?: string): Filter => (text === undefined ? { kind: 'reject' } : { kind: 'reject', text });
@@ -254,6 +296,29 @@ describe('verdicts through a running serve (contract §5)', { concurrency: false
       assert.deepEqual(spoolFiles(m), [], 'spool directory empty after the message');
     });
   }
+
+  it('a serve killed with SIGKILL mid-message leaves no filter running: its runner kills them, background children too, and exits', async (t) => {
+    if (skip || lacksRoot(t)) return;
+    const m = await milterFor({ 'filter.timeout': 60_000 });
+    writeFilter('alice', { kind: 'hang-with-child' });
+    const client = await openClient();
+    const sending = sendMessage(client, ['alice']).catch(() => undefined);
+    try {
+      await waitUntil('the filter and its background child', () => processesOf(USERS.alice).length >= 2);
+      const runners = childrenOf(m.pid);
+      assert.equal(runners.length, 1, 'serve has one child: the filter runner process');
+      m.kill('SIGKILL');
+      await m.exited();
+      milter = undefined;
+      await waitUntil('the filters of the killed milter to be gone', () => processesOf(USERS.alice).length === 0);
+      await waitUntil('the runner process to exit', () => !isAlive(runners[0] as number));
+    } finally {
+      for (const pid of processesOf(USERS.alice)) process.kill(pid, 'SIGKILL');
+      client.destroy();
+      await sending;
+      await m.stop();
+    }
+  });
 
   it('the per-message log line names queue id, sender, users with exit codes, and the action', async (t) => {
     if (skip || lacksRoot(t)) return;
