@@ -87,6 +87,9 @@ process.stdin.setEncoding('utf8');
 process.stdin.on('data', (chunk: string) => {
   for (const line of lines.push(chunk)) void handle(line);
 });
+// The pool is up: the milter may start listening.
+process.stdout.write(encodeLine({ ready: true }));
+
 process.stdin.on('end', () => {
   // Nobody is waiting for what still runs: end it now rather than let it run on unowned.
   if (running > 0) killRunningFilters();

@@ -63,6 +63,13 @@ export async function serveCommand(argv: string[]): Promise<number> {
     onUnexpectedExit: (how, failedJobs) => log.error({ failedJobs }, `filter runner process ${how}; its jobs are tempfailed, the next job starts a new one`),
     onStrayOutput: (line) => log.warn({ line: line.slice(0, 200) }, 'filter runner printed something that is not an answer'),
   });
+  try {
+    await pool.ready();
+  } catch (err) {
+    log.fatal({ err }, 'cannot start the filter runner process');
+    await pool.destroy();
+    return 1;
+  }
   const metrics = createMetrics({ perUserLabels: config.metrics.perUserLabels, poolStats: () => pool.stats() });
   const metricsServer = new MetricsServer(config.metrics.listen, metrics.registry);
 

@@ -5,7 +5,9 @@ import fs from 'node:fs';
 import { ownPrivileges } from './privileges.js';
 import { isMainThread } from 'node:worker_threads';
 import { execa } from 'execa';
-import type { FilterJob, FilterResult, Outcome } from '../pool/job.js';
+import { ABANDON_MS, KILL_GRACE_MS, type FilterJob, type FilterResult, type Outcome } from '../pool/job.js';
+
+export { KILL_GRACE_MS };
 import { checkFilter } from './checks.js';
 import { closeStrayDescriptors } from './fds.js';
 import { killSurvivors, marksOf, type Marks } from './hunt.js';
@@ -13,10 +15,6 @@ import { filterPathFor } from './locate.js';
 import { outcomeOf, replyTextOf } from './outcome.js';
 import { buildLaunch, filterEnvironment, sandboxWarnings, type LaunchInput } from './sandbox.js';
 
-/** After SIGTERM to the process group, SIGKILL this much later (contract §3 filter.timeout). */
-export const KILL_GRACE_MS = 2000;
-/** After SIGKILL, stop waiting for output and exit status this much later, whatever holds them. */
-const ABANDON_MS = 500;
 
 
 let hardLimitsCache: LaunchInput['hardLimits'] | null = null;

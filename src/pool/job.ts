@@ -8,6 +8,16 @@ export type Outcome = 'accept' | 'reject' | 'tempfail' | 'nofilter' | 'unsafe' |
 
 export const OUTCOMES: readonly Outcome[] = ['accept', 'reject', 'tempfail', 'nofilter', 'unsafe', 'error', 'timeout'];
 
+/** After SIGTERM to the filter's process group, SIGKILL this much later (contract §3 filter.timeout). */
+export const KILL_GRACE_MS = 2000;
+/** After SIGKILL, stop waiting for output and exit status this much later, whatever holds them. */
+export const ABANDON_MS = 500;
+
+/** The longest a job takes once it runs: the filter's timeout, the kill grace, the abandon delay. */
+export function jobBoundMs(timeoutMs: number): number {
+  return timeoutMs + KILL_GRACE_MS + ABANDON_MS;
+}
+
 /** The filter environment (contract §4), Postfix local(8)/pipe(8) names. HOME USER LOGNAME SHELL PATH come from the user. */
 export interface EnvelopeFacts {
   SENDER: string;

@@ -7,9 +7,9 @@
 // job starts a new one.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { FilterJob, FilterResult } from './job.js';
+import { jobBoundMs, type FilterJob, type FilterResult } from './job.js';
 import { PoolFullError, type PoolStats } from './pool.js';
-import { encodeLine, LineSplitter, parseAnswer } from './wire.js';
+import { encodeLine, isReady, LineSplitter, parseAnswer } from './wire.js';
 
 export interface RunnerProcessOptions {
   /** Worker threads of the runner's pool (config pool.threads). */
@@ -24,6 +24,8 @@ export interface RunnerProcessOptions {
   onUnexpectedExit?: (how: string, failedJobs: number) => void;
   /** Told about lines on the runner's stdout that are not answers. */
   onStrayOutput?: (line: string) => void;
+  /** Slack on top of a job's bound before the runner counts as stuck; default 10 s. */
+  answerSlackMs?: number;
 }
 
 /** The runner process ended (or could not start) while it held this job: code PUM_ERR_RUNNER. */
@@ -45,6 +47,9 @@ interface Pending {
   reject(error: Error): void;
 }
 
+/** Slack on top of a job's bound before the runner counts as stuck (JSON hops, a busy machine). */
+const ANSWER_SLACK_MS = 10_000;
+
 export class RunnerProcess {
   readonly #options: Required<Pick<RunnerProcessOptions, 'threads' | 'maxQueue' | 'concurrency' | 'entry'>> & RunnerProcessOptions;
   readonly #pending = new Map<number, Pending>();
@@ -52,6 +57,9 @@ export class RunnerProcess {
   #exited: Promise<void> | null = null;
   #nextId = 1;
   #closed = false;
+  /** Settled by the current runner's first line (ready) or its end. */
+  #ready!: Promise<void>;
+  #markReady: () => void = () => undefined;
 
   constructor(options: RunnerProcessOptions) {
     if (!Number.isInteger(options.threads) || options.threads < 1) throw new RangeError('RunnerProcess: threads must be a positive integer');
@@ -60,6 +68,11 @@ export class RunnerProcess {
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('RunnerProcess: concurrency must be a positive integer');
     this.#options = { ...options, concurrency, entry: options.entry ?? defaultRunnerEntry() };
     this.#start();
+  }
+
+  /** Resolves when the current runner's pool is up; rejects with RunnerGoneError if it ended first. */
+  ready(): Promise<void> {
+    return this.#ready;
   }
 
   /** The runner's pid (for tests and `ps`); null between a crash and the next job. */
@@ -78,6 +91,12 @@ export class RunnerProcess {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     this.#child = child;
+    let failStart: (e: Error) => void = () => undefined;
+    this.#ready = new Promise<void>((resolve, reject) => {
+      this.#markReady = resolve;
+      failStart = reject;
+    });
+    this.#ready.catch(() => undefined);
     const lines = new LineSplitter();
     child.stdout?.setEncoding('utf8');
     child.stdout?.on('data', (chunk: string) => {
@@ -94,6 +113,7 @@ export class RunnerProcess {
         const failed = this.#pending.size;
         for (const p of this.#pending.values()) p.reject(new RunnerGoneError(how));
         this.#pending.clear();
+        failStart(new RunnerGoneError(how));
         if (!this.#closed) this.#options.onUnexpectedExit?.(how, failed);
         resolve();
       };
@@ -104,6 +124,7 @@ export class RunnerProcess {
   }
 
   #onLine(line: string): void {
+    if (isReady(line)) return this.#markReady();
     const answer = parseAnswer(line);
     if (!answer) {
       this.#options.onStrayOutput?.(line);
@@ -123,10 +144,30 @@ export class RunnerProcess {
     if (this.#pending.size >= this.#capacity() + this.#options.maxQueue) return Promise.reject(new PoolFullError(this.#options.maxQueue));
     const child = this.#child ?? this.#start();
     const id = this.#nextId++;
+    // Every job ends within its bound once it runs, and waits at most one
+    // bound per full round of run slots ahead of it. No answer by then means
+    // the runner is stuck: the job fails (tempfail) and the runner is
+    // replaced, so a message can never hang on it.
+    const rounds = 1 + Math.floor(this.#pending.size / this.#capacity());
+    const limitMs = rounds * jobBoundMs(job.settings.timeout) + (this.#options.answerSlackMs ?? ANSWER_SLACK_MS);
     return new Promise<FilterResult>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
+      const timer = setTimeout(() => this.#noAnswer(id, child, limitMs), limitMs);
+      timer.unref();
+      this.#pending.set(id, {
+        resolve: (r) => (clearTimeout(timer), resolve(r)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
       child.stdin?.write(encodeLine({ id, job }));
     });
+  }
+
+  #noAnswer(id: number, child: ChildProcess, limitMs: number): void {
+    const p = this.#pending.get(id);
+    if (!p) return;
+    this.#pending.delete(id);
+    p.reject(new RunnerGoneError(`gave no answer within ${limitMs} ms`));
+    // Its 'exit' fails the other jobs it holds and reports it; the next job starts a new runner.
+    if (this.#child === child) child.kill('SIGKILL');
   }
 
   /**

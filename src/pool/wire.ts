@@ -9,7 +9,10 @@ export type Request = { id: number; job: FilterJob };
 /** Runner -> milter: the result of job `id`, or why it has none. */
 export type Answer = { id: number; result: FilterResult } | { id: number; error: { message: string; code?: string } };
 
-export function encodeLine(message: Request | Answer): string {
+/** Runner -> milter, once, when its pool is up. */
+export type Ready = { ready: true };
+
+export function encodeLine(message: Request | Answer | Ready): string {
   // JSON.stringify escapes every newline inside strings: one message, one line.
   return JSON.stringify(message) + '\n';
 }
@@ -58,4 +61,9 @@ export function parseRequest(line: string): Request | null {
   const v = parseObject(line);
   if (!v || typeof v.id !== 'number' || !isObject(v.job) || typeof v.job.spoolPath !== 'string') return null;
   return v as unknown as Request;
+}
+
+/** The runner's first line. */
+export function isReady(line: string): boolean {
+  return parseObject(line)?.ready === true;
 }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { PoolFullError } from '../../../src/pool/pool.js';
 import { RunnerGoneError, RunnerProcess } from '../../../src/pool/runner-process.js';
@@ -15,6 +15,7 @@ import { lacksCommand, lacksRoot } from '../../support/require.js';
 import { makeWorld, settle, type World } from './world.js';
 
 const isRoot = process.getuid?.() === 0;
+const RUNNER_FIXTURES = fileURLToPath(new URL('../../../../test/fixtures/runner/', import.meta.url));
 let w: World;
 
 before(() => {
@@ -159,6 +160,40 @@ describe('RunnerProcess', () => {
     assert.equal((await job).outcome, 'accept');
     assert.equal(alive(pid), false);
     await assert.rejects(runner.run(w.job(w.users.a, w.message())), /closed/);
+  });
+
+  test('ready() resolves once the pool is up; a runner that ends first rejects it', async () => {
+    const good = new RunnerProcess({ threads: 1, maxQueue: 1 });
+    try {
+      await good.ready();
+    } finally {
+      await good.close();
+    }
+    const exits: string[] = [];
+    const bad = new RunnerProcess({ threads: 1, maxQueue: 1, entry: path.join(RUNNER_FIXTURES, 'exits.mjs'), onUnexpectedExit: (how) => exits.push(how) });
+    await assert.rejects(bad.ready(), (err: unknown) => err instanceof RunnerGoneError && /exited with status 3/.test(err.message));
+    assert.deepEqual(exits, ['exited with status 3']);
+    await bad.destroy();
+  });
+
+  test('a runner that stops answering: the job fails after its bound, never hangs, and the runner is replaced', async () => {
+    const exits: string[] = [];
+    const runner = new RunnerProcess({ threads: 1, maxQueue: 1, entry: path.join(RUNNER_FIXTURES, 'silent.mjs'), answerSlackMs: 200, onUnexpectedExit: (how) => exits.push(how) });
+    try {
+      await runner.ready();
+      const first = runner.pid;
+      const job = { spoolPath: '/nonexistent', user: { name: 'x', uid: 61049, gid: 61049, groups: [], home: '/nonexistent', shell: '/bin/sh' }, envelope: {} as never, settings: { path: '~/.user-milter', timeout: 100, sandbox: 'setpriv' as const, limits: { cpuSeconds: 1, memoryBytes: 1 << 20, processes: 1, fileSizeBytes: 1, outputBytes: 1 }, exitCodes: { reject: [1], tempfail: [75] } } };
+      const t0 = performance.now();
+      // Bound: timeout 100 + kill grace 2000 + abandon 500 + slack 200 ms.
+      await assert.rejects(runner.run(job), (err: unknown) => err instanceof RunnerGoneError && /gave no answer within 2800 ms/.test(err.message));
+      assert.ok(performance.now() - t0 >= 2700, 'not before the bound');
+      await until('the stuck runner to be killed', () => exits.length === 1);
+      assert.deepEqual(exits, ['killed by SIGKILL']);
+      void runner.run(job).catch(() => undefined);
+      assert.ok(runner.pid !== null && runner.pid !== first, 'a new runner for the next job');
+    } finally {
+      await runner.destroy();
+    }
   });
 
   test('bad options are refused with the option named', () => {
