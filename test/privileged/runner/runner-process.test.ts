@@ -65,6 +65,14 @@ describe('RunnerProcess', () => {
       assert.match(c?.log ?? '', /RECIPIENT=other@example\.com\0/);
       assert.doesNotMatch(c?.log ?? '', /pumrun-b@example\.com/);
       assert.deepEqual(runner.stats(), { queueSize: 0, running: 0, threads: 2, utilization: 0 });
+      // Nothing of the runner's reaches the filter: not its job channel (its own
+      // stdin/stdout), nor anything else. `exec ls /proc/self/fd` shows 0 1 2 and ls's own handle.
+      w.install(w.users.a, 'ident');
+      const ident = await runner.run(w.job(w.users.a, w.message()));
+      assert.equal(ident.outcome, 'accept', ident.log);
+      const fds = ident.log.split('\n').filter((l) => /^\d+$/.test(l.trim())).map(Number).sort((x, y) => x - y);
+      assert.deepEqual(fds, [0, 1, 2, 3]);
+      assert.match(ident.log, new RegExp(`uid=${w.users.a.uid} `));
     } finally {
       await runner.close();
     }
