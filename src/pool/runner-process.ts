@@ -1,10 +1,10 @@
 // The milter's side of the filter runner process (workers/runner-process.ts):
 // a FilterRunner that sends each job to the piscina pool living in that
-// small process (why: docs/design.md §6). Queue
-// limits are enforced here, where every job passes: a full queue rejects at
-// once with PoolFullError. If the runner process dies, the jobs it held fail
-// (the messages are tempfailed: our fault, never the filter's) and the next
-// job starts a new one.
+// small process (why: docs/design.md §6). Queue limits are enforced here,
+// where every job passes: a full queue rejects at once with PoolFullError.
+// If the runner process dies or stops answering, the jobs it held fail (the
+// messages are tempfailed: our fault, never the filter's) and the next job
+// starts a new one.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { jobBoundMs, type FilterJob, type FilterResult } from './job.js';
