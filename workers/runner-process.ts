@@ -12,7 +12,7 @@
 // or a process-group signal must not kill filters the milter is still
 // draining). End of standard input means the milter closed us or died:
 // filters still running are killed, process group and all, and we exit.
-import fs from 'node:fs';
+import { childrenOf } from '../src/filter/hunt.js';
 import { FilterPool, PoolFullError } from '../src/pool/pool.js';
 import { encodeLine, LineSplitter, parseRequest, type Answer } from '../src/pool/wire.js';
 
@@ -53,25 +53,9 @@ async function handle(line: string): Promise<void> {
   }
 }
 
-/** Our direct children: each is a filter chain that leads its own process group (spawned detached). */
-function childPids(): number[] {
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === process.pid) out.push(Number(name));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
-
 function killRunningFilters(): void {
-  for (const pid of childPids()) {
+  // Our direct children are the filter chains, each leading its own process group (spawned detached).
+  for (const pid of childrenOf(process.pid)) {
     for (const target of [-pid, pid]) {
       try {
         process.kill(target, 'SIGKILL');

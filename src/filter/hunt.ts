@@ -4,7 +4,8 @@
 // it still holds: the filter's stdout/stderr socket or the spool file on its
 // stdin. (In bwrap mode the pid namespace dies as a whole anyway.) A process
 // that closed all of those and detached is out of reach without cgroups:
-// docs/sandbox.md says so.
+// docs/sandbox.md says so. childrenOf() serves the filter runner process,
+// which kills its children's process groups when the milter is gone.
 import fs from 'node:fs';
 
 export interface Marks {
@@ -58,18 +59,21 @@ function holds(pid: string, marks: Marks): boolean {
   return false;
 }
 
+/** The pids in /proc, as their directory names ([] without /proc). */
+function procPids(): string[] {
+  try {
+    return fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return [];
+  }
+}
+
 /** SIGKILLs every process of `marks.uid` that holds one of the marks; returns their pids. */
 export function killSurvivors(marks: Marks): number[] {
   if (marks.links.size === 0 && marks.file === null) return [];
   const killed: number[] = [];
-  let entries: string[];
-  try {
-    entries = fs.readdirSync('/proc');
-  } catch {
-    return killed;
-  }
-  for (const name of entries) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+  for (const name of procPids()) {
+    if (Number(name) === process.pid) continue;
     try {
       if (fs.statSync(`/proc/${name}`).uid !== marks.uid) continue;
     } catch {
@@ -84,4 +88,19 @@ export function killSurvivors(marks: Marks): number[] {
     }
   }
   return killed;
+}
+
+/** The pids whose parent is `ppid` (Linux /proc; [] elsewhere). */
+export function childrenOf(ppid: number): number[] {
+  const out: number[] = [];
+  for (const name of procPids()) {
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }

@@ -11,7 +11,9 @@ import path from 'node:path';
 import { MilterClient } from '../../../src/milter/client.js';
 import type { Reply } from '../../../src/milter/replies.js';
 import { startMilter, type Milter } from '../../mta/harness/milter.js';
+import { childrenOf } from '../../../src/filter/hunt.js';
 import { lacksRoot } from '../../support/require.js';
+import { isAlive, waitUntil } from '../../support/wait.js';
 
 const USERS = { alice: 63001, bob: 63002, carol: 63003 } as const;
 type UserName = keyof typeof USERS;
@@ -158,34 +160,6 @@ function processesOf(uid: number): number[] {
     return []; // ps exits 1 when there is none
   }
   return out.split('\n').map((l) => l.trim().split(/\s+/)).filter(([pid, stat]) => pid && !stat?.startsWith('Z')).map(([pid]) => Number(pid));
-}
-
-function childrenOf(ppid: number): number[] {
-  return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).filter((n) => {
-    try {
-      const stat = fs.readFileSync(`/proc/${n}/stat`, 'utf8');
-      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid;
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitUntil(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const reject = (text?: string): Filter => (text === undefined ? { kind: 'reject' } : { kind: 'reject', text });

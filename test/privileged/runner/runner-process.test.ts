@@ -12,6 +12,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { PoolFullError } from '../../../src/pool/pool.js';
 import { RunnerGoneError, RunnerProcess } from '../../../src/pool/runner-process.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
+import { isAlive, waitUntil } from '../../support/wait.js';
 import { makeWorld, settle, type World } from './world.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -27,23 +28,6 @@ after(() => {
 
 function needs(t: TestContext): boolean {
   return lacksRoot(t) || lacksCommand(t, 'setpriv', 'util-linux') || lacksCommand(t, 'prlimit', 'util-linux');
-}
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
-async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('RunnerProcess', () => {
@@ -108,7 +92,7 @@ describe('RunnerProcess', () => {
       w.install(w.users.b, 'sleeper');
       const held = runner.run(w.job(w.users.b, w.message(), { timeout: 20_000 }));
       const firstPid = runner.pid as number;
-      await until('the filter to start', () => w.processesOf(w.users.b.uid).length > 0);
+      await waitUntil('the filter to start', () => w.processesOf(w.users.b.uid).length > 0);
       process.kill(firstPid, 'SIGKILL');
       await assert.rejects(held, (err: unknown) => err instanceof RunnerGoneError && /killed by SIGKILL/.test(err.message));
       assert.deepEqual(exits, [['killed by SIGKILL', 1]]);
@@ -148,12 +132,12 @@ describe('RunnerProcess', () => {
     });
     try {
       // The sleeper and its TERM-ignoring background child, both in the filter's process group.
-      await until('the filter and its background child', () => w.processesOf(w.users.b.uid).length >= 2);
+      await waitUntil('the filter and its background child', () => w.processesOf(w.users.b.uid).length >= 2);
       milter.kill('SIGKILL');
-      await until('the runner to exit', () => !alive(runnerPid));
+      await waitUntil('the runner to exit', () => !isAlive(runnerPid));
       assert.deepEqual(await settle(w, w.users.b.uid, 3000), []);
     } finally {
-      if (alive(runnerPid)) process.kill(runnerPid, 'SIGKILL');
+      if (isAlive(runnerPid)) process.kill(runnerPid, 'SIGKILL');
       w.processesOf(w.users.b.uid).forEach((l) => process.kill(Number(l.split(/\s+/)[0]), 'SIGKILL'));
     }
   });
@@ -166,7 +150,7 @@ describe('RunnerProcess', () => {
     const job = runner.run(w.job(w.users.a, w.message()));
     await runner.close();
     assert.equal((await job).outcome, 'accept');
-    assert.equal(alive(pid), false);
+    assert.equal(isAlive(pid), false);
     await assert.rejects(runner.run(w.job(w.users.a, w.message())), /closed/);
   });
 
@@ -195,7 +179,7 @@ describe('RunnerProcess', () => {
       // Bound: timeout 100 + kill grace 2000 + abandon 500 + slack 200 ms.
       await assert.rejects(runner.run(job), (err: unknown) => err instanceof RunnerGoneError && /gave no answer within 2800 ms/.test(err.message));
       assert.ok(performance.now() - t0 >= 2700, 'not before the bound');
-      await until('the stuck runner to be killed', () => exits.length === 1);
+      await waitUntil('the stuck runner to be killed', () => exits.length === 1);
       assert.deepEqual(exits, ['killed by SIGKILL']);
       void runner.run(job).catch(() => undefined);
       assert.ok(runner.pid !== null && runner.pid !== first, 'a new runner for the next job');
