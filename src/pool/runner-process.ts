@@ -45,6 +45,8 @@ export function defaultRunnerEntry(): string {
 interface Pending {
   resolve(result: FilterResult): void;
   reject(error: Error): void;
+  /** The job's promise, as run() returned it. */
+  settled: Promise<FilterResult>;
 }
 
 /** Slack on top of a job's bound before the runner counts as stuck (JSON hops, a busy machine). */
@@ -150,15 +152,18 @@ export class RunnerProcess {
     // replaced, so a message can never hang on it.
     const rounds = 1 + Math.floor(this.#pending.size / this.#capacity());
     const limitMs = rounds * jobBoundMs(job.settings.timeout) + (this.#options.answerSlackMs ?? ANSWER_SLACK_MS);
-    return new Promise<FilterResult>((resolve, reject) => {
+    let entry!: Omit<Pending, 'settled'>;
+    const settled = new Promise<FilterResult>((resolve, reject) => {
       const timer = setTimeout(() => this.#noAnswer(id, child, limitMs), limitMs);
       timer.unref();
-      this.#pending.set(id, {
+      entry = {
         resolve: (r) => (clearTimeout(timer), resolve(r)),
         reject: (e) => (clearTimeout(timer), reject(e)),
-      });
-      child.stdin?.write(encodeLine({ id, job }));
+      };
     });
+    this.#pending.set(id, { ...entry, settled });
+    child.stdin?.write(encodeLine({ id, job }));
+    return settled;
   }
 
   #noAnswer(id: number, child: ChildProcess, limitMs: number): void {
@@ -194,16 +199,8 @@ export class RunnerProcess {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await Promise.allSettled([...this.#pending.keys()].map((id) => new Promise<void>((resolve) => {
-      const p = this.#pending.get(id);
-      if (!p) return resolve();
-      this.#pending.set(id, {
-        resolve: (r) => (p.resolve(r), resolve()),
-        reject: (e) => (p.reject(e), resolve()),
-      });
-    })));
-    this.#child?.stdin?.end();
-    await this.#exited;
+    await Promise.allSettled([...this.#pending.values()].map((p) => p.settled));
+    await this.destroy();
   }
 
   /** Ends the runner now (tests, a failed start): its running filters are killed, pending jobs fail. */
