@@ -15,8 +15,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { filterPathFor } from '../src/filter/locate.js';
 import { buildLaunch, bwrapArgs, defaultTools, filterEnvironment, prlimitArgs, setprivArgs, systemLayout, type SandboxKind } from '../src/filter/sandbox.js';
-import type { EnvelopeFacts, FilterJob, FilterSettings } from '../src/pool/job.js';
-import { FilterPool } from '../src/pool/pool.js';
+import type { EnvelopeFacts, FilterJob, FilterSettings } from '../src/filter/job.js';
+import { FilterPool } from '../src/runner/pool.js';
 import type { UserAccount } from '../src/users/user.js';
 
 const TRIVIAL = '#!/bin/sh\ncat >/dev/null; exit 0\n';

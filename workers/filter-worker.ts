@@ -1,7 +1,9 @@
+// Runs in: a piscina worker thread of the runner process.
+//
 // The piscina entry: a FilterJob in, runFilter, a FilterResult out. It sees
 // nothing of the milter, the server or the configuration loader.
 import { runFilter } from '../src/filter/run.js';
-import type { FilterJob, FilterResult } from '../src/pool/job.js';
+import type { FilterJob, FilterResult } from '../src/filter/job.js';
 
 export default async function filterWorker(job: FilterJob): Promise<FilterResult> {
   try {

@@ -1,10 +1,12 @@
+// Runs in: the runner process (its entry point, main thread).
+//
 // The filter runner process: a small Node process, started by the milter,
 // that hosts the piscina pool (FilterPool) and nothing else, so that the
 // filters have an owner that outlives a killed milter long enough to kill
 // them, a crash on the pool side costs only the jobs in flight, and the fork
 // behind every filter run copies this process's memory map instead of the
 // milter's (docs/design.md §6, docs/sandbox.md). Jobs come as JSON lines on
-// standard input, answers go out on standard output (src/pool/wire.ts). A
+// standard input, answers go out on standard output (src/runner/wire.ts). A
 // filter never inherits either: its standard input, output and error are
 // always its own.
 //
@@ -13,8 +15,9 @@
 // draining). End of standard input means the milter closed us or died:
 // filters still running are killed, process group and all, and we exit.
 import { childrenOf } from '../src/filter/hunt.js';
-import { FilterPool, PoolFullError } from '../src/pool/pool.js';
-import { encodeLine, LineSplitter, parseRequest, type Answer } from '../src/pool/wire.js';
+import { RUNNER_EXIT_MS } from '../src/timeouts.js';
+import { FilterPool, PoolFullError } from '../src/runner/pool.js';
+import { encodeLine, LineSplitter, parseRequest, type Answer } from '../src/runner/wire.js';
 
 interface RunnerOptions {
   threads: number;
@@ -79,5 +82,5 @@ process.stdin.on('end', () => {
   if (running > 0) killRunningFilters();
   void pool.close().finally(() => process.exit(0));
   // A worker stuck in a spawn must not keep us alive.
-  setTimeout(() => process.exit(0), 5000).unref();
+  setTimeout(() => process.exit(0), RUNNER_EXIT_MS).unref();
 });

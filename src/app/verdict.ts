@@ -4,8 +4,8 @@
 // a 451 tempfail: the MTA keeps the mail, nothing is rejected by our fault.
 import type { ConnectionContext, CustomReply, EomResult, Modification } from '../milter/application.js';
 import type { Config } from '../config/schema.js';
-import type { EnvelopeFacts, FilterJob, FilterResult } from '../pool/job.js';
-import { PoolFullError } from '../pool/pool.js';
+import type { EnvelopeFacts, FilterJob, FilterResult } from '../filter/job.js';
+import { PoolFullError } from '../runner/pool.js';
 import type { RecipientsOfUser, TransactionRecipients } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
 import { BUSY_REPLY, decide, INTERNAL_FAILURE_REPLY, policySettings, type Action, type UserVerdict } from '../policy/index.js';

@@ -10,12 +10,13 @@ import { ownPrivileges } from '../filter/privileges.js';
 import { sandboxWarnings } from '../filter/sandbox.js';
 import { createLogger, type Logger } from '../log/index.js';
 import { createMetrics, MetricsServer } from '../metrics/index.js';
-import { RunnerProcess } from '../pool/runner-process.js';
+import { RunnerClient } from '../runner/client.js';
 import { RecipientClassifier, type ClassifierOptions } from '../recipients/index.js';
 import { MilterServer } from '../server/server.js';
 import { Spool } from '../spool/index.js';
 import { createUserResolver } from '../users/resolve.js';
 import { splitConfigArgs } from './args.js';
+import { SHUTDOWN_MARGIN_MS } from '../timeouts.js';
 
 /** Keys that only take effect at start: a reload that changes them says so. */
 const RESTART_KEYS = ['milter.listen', 'milter.socketMode', 'milter.maxConnections', 'spool.dir', 'pool.threads', 'pool.maxQueue', 'metrics.listen', 'metrics.perUserLabels', 'log.format'];
@@ -31,7 +32,7 @@ function classifierOptions(config: Config): ClassifierOptions {
 
 /** How long a SIGTERM waits for messages in flight: a filter may run its whole timeout plus the kill grace. */
 function shutdownGraceMs(config: Config): number {
-  return config.filter.timeout + 3000;
+  return config.filter.timeout + SHUTDOWN_MARGIN_MS;
 }
 
 export async function serveCommand(argv: string[]): Promise<number> {
@@ -57,7 +58,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const classifier = await RecipientClassifier.create(classifierOptions(config));
   // The piscina pool lives in a small runner process of its own: every filter
   // run forks the process that spawns it (docs/sandbox.md, "Where the pool runs").
-  const pool = new RunnerProcess({
+  const pool = new RunnerClient({
     threads: config.pool.threads,
     maxQueue: config.pool.maxQueue,
     onUnexpectedExit: (how, failedJobs) => log.error({ failedJobs }, `filter runner process ${how}; its jobs are tempfailed, the next job starts a new one`),

@@ -14,7 +14,7 @@ import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { runFilter } from '../filter/run.js';
 import { decide, decideOversize, policySettings } from '../policy/index.js';
-import type { EnvelopeFacts, FilterJob, FilterResult, Outcome } from '../pool/job.js';
+import type { EnvelopeFacts, FilterJob, FilterResult, Outcome } from '../filter/job.js';
 import { localRecipientFor } from '../recipients/index.js';
 import { Spool, spoolRawMessage } from '../spool/index.js';
 import { createUserResolver } from '../users/resolve.js';

@@ -1,6 +1,6 @@
 // Pure: how a finished filter process maps to an Outcome (contract §4) and
 // what its SMTP reply text is.
-import type { Outcome } from '../pool/job.js';
+import type { Outcome } from './job.js';
 
 export interface ExitFacts {
   exitCode: number | null;

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { ownPrivileges } from './privileges.js';
 import { isMainThread } from 'node:worker_threads';
 import { execa } from 'execa';
-import { ABANDON_MS, KILL_GRACE_MS, type FilterJob, type FilterResult, type Outcome } from '../pool/job.js';
+import { ABANDON_MS, KILL_GRACE_MS, type FilterJob, type FilterResult, type Outcome } from './job.js';
 
 export { KILL_GRACE_MS };
 import { checkFilter } from './checks.js';

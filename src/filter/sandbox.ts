@@ -9,7 +9,7 @@
 // hence the chain. Every link is an exec (~1.5 ms each, measured in bench/runner.ts).
 import fs from 'node:fs';
 import path from 'node:path';
-import type { EnvelopeFacts, FilterSettings } from '../pool/job.js';
+import type { EnvelopeFacts, FilterSettings } from './job.js';
 import type { UserAccount } from '../users/user.js';
 
 export type SandboxKind = FilterSettings['sandbox'];

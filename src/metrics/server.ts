@@ -3,6 +3,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { METRICS_REQUEST_TIMEOUT_MS } from '../timeouts.js';
 
 export interface ListenAddress {
   host: string;
@@ -34,8 +35,8 @@ export class MetricsServer {
     if (address === null) return null;
     const server = http.createServer((req, res) => void this.handle(req, res));
     // A scraper that stalls must not hold a socket forever.
-    server.requestTimeout = 10_000;
-    server.headersTimeout = 10_000;
+    server.requestTimeout = METRICS_REQUEST_TIMEOUT_MS;
+    server.headersTimeout = METRICS_REQUEST_TIMEOUT_MS;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(address.port, address.host, () => {

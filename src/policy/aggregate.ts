@@ -1,7 +1,7 @@
 // The verdict of one message (contract §5): the local users' filter outcomes
 // and the non-local recipients vote; the message is rejected or tempfailed
 // only when nobody votes accept. Pure: no I/O.
-import type { Outcome } from '../pool/job.js';
+import type { Outcome } from '../filter/job.js';
 import { combinedReply, OVERSIZE_REPLY } from './reply.js';
 
 export type Action = 'accept' | 'reject' | 'tempfail';

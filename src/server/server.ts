@@ -8,6 +8,7 @@ import { DEFAULT_MAX_FRAME_LENGTH } from '../milter/constants.js';
 import { formatSocketSpec, parseSocketSpec, type SocketSpec } from '../milter/socket-spec.js';
 import { MilterConnection, type ConnectionSettings } from './connection.js';
 import { prepareUnixSocketPath, removeUnixSocket } from './unix-socket.js';
+import { CONNECTION_IDLE_MS, REFUSED_IDLE_MS } from '../timeouts.js';
 
 export interface MilterServerOptions {
   /** Where to listen: `inet:PORT@HOST`, `inet6:PORT@HOST`, `unix:PATH`, `local:PATH` (port 0 = ephemeral). */
@@ -44,8 +45,6 @@ export interface CloseOptions {
 
 const silentLogger: MilterLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
-/** How long a refused connection may stay before we hang up anyway. */
-const REFUSED_IDLE_MS = 10_000;
 
 export class MilterServer {
   private readonly connections = new Set<MilterConnection>();
@@ -74,7 +73,7 @@ export class MilterServer {
       events,
       maxFrameLength: options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH,
       progressInterval: options.progressInterval ?? 5000,
-      idleTimeout: options.idleTimeout ?? 600_000,
+      idleTimeout: options.idleTimeout ?? CONNECTION_IDLE_MS,
       errorReply: options.errorReply ?? { code: '451', text: '4.3.0 Temporary failure in the mail filter, try again later' },
       shutdownReply: options.shutdownReply ?? { code: '451', text: '4.3.2 Mail filter shutting down, try again later' },
     };

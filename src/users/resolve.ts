@@ -4,6 +4,7 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { USER_CACHE_TTL_MS, USER_LOOKUP_TIMEOUT_MS } from '../timeouts.js';
 import type { UserAccount } from './user.js';
 
 export interface UserResolver {
@@ -21,7 +22,7 @@ export interface UserResolverOptions {
   now?: () => number;
 }
 
-export const DEFAULT_USER_TTL_MS = 60_000;
+export const DEFAULT_USER_TTL_MS = USER_CACHE_TTL_MS;
 
 /**
  * Names we pass to getent or compare with a file. Purely numeric names are
@@ -60,7 +61,7 @@ function uniq(ids: number[]): number[] {
 
 function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string }> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 10_000, maxBuffer: 1 << 20, env: { PATH: '/usr/bin:/bin' } }, (err, stdout) => {
+    execFile(cmd, args, { timeout: USER_LOOKUP_TIMEOUT_MS, maxBuffer: 1 << 20, env: { PATH: '/usr/bin:/bin' } }, (err, stdout) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : -1) : 0;
       resolve({ code, stdout: String(stdout) });
     });

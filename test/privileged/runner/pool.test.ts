@@ -2,7 +2,7 @@
 // full queue rejects at once with PoolFullError, stats() reflects the load.
 import assert from 'node:assert/strict';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import { FilterPool, PoolFullError } from '../../../src/pool/pool.js';
+import { FilterPool, PoolFullError } from '../../../src/runner/pool.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
 import { makeWorld, settle, type World } from './world.js';
 

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { EnvelopeFacts, FilterJob, FilterSettings } from '../../../src/pool/job.js';
+import type { EnvelopeFacts, FilterJob, FilterSettings } from '../../../src/filter/job.js';
 import type { UserAccount } from '../../../src/users/user.js';
 
 export const FIXTURES = fileURLToPath(new URL('../../../../test/fixtures/filters/', import.meta.url));

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { filterPathFor } from '../../../src/filter/locate.js';
 import { buildLaunch, bwrapArgs, FILTER_ENV_NAMES, filterEnvironment, prlimitArgs, sandboxWarnings, setprivArgs, type LaunchInput } from '../../../src/filter/sandbox.js';
-import type { EnvelopeFacts } from '../../../src/pool/job.js';
+import type { EnvelopeFacts } from '../../../src/filter/job.js';
 import type { UserAccount } from '../../../src/users/user.js';
 
 const alice: UserAccount = { name: 'alice', uid: 1001, gid: 1001, groups: [1001, 100, 1001], home: '/home/alice', shell: '/bin/bash' };

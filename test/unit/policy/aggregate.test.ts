@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Outcome } from '../../../src/pool/job.js';
+import type { Outcome } from '../../../src/filter/job.js';
 import {
   decide,
   decideOversize,

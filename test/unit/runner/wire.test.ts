@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import type { FilterJob, FilterResult } from '../../../src/pool/job.js';
-import { encodeLine, LineSplitter, parseAnswer, parseRequest } from '../../../src/pool/wire.js';
+import type { FilterJob, FilterResult } from '../../../src/filter/job.js';
+import { encodeLine, LineSplitter, parseAnswer, parseRequest } from '../../../src/runner/wire.js';
 
 const job: FilterJob = {
   spoolPath: '/var/spool/per-user-milter/m1',

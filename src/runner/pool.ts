@@ -1,10 +1,12 @@
+// Runs in: the runner process (main thread).
+//
 // The filter pool: piscina 5 worker threads, each running filters through
 // workers/filter-worker.js. A full queue rejects at once (PoolFullError), so
 // the message is tempfailed ("4.3.2 busy") instead of hanging.
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { closeStrayDescriptors } from '../filter/fds.js';
-import type { FilterJob, FilterResult } from './job.js';
+import type { FilterJob, FilterResult } from '../filter/job.js';
 
 /** The queue already holds `maxQueue` filter runs. Code PUM_ERR_POOL_FULL. */
 export class PoolFullError extends Error {
@@ -43,7 +45,7 @@ export interface PoolStats {
 }
 
 export function defaultWorkerFile(): string {
-  // dist/src/pool/pool.js -> dist/workers/filter-worker.js
+  // dist/src/runner/pool.js -> dist/workers/filter-worker.js
   return fileURLToPath(new URL('../../workers/filter-worker.js', import.meta.url));
 }
 

@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // The milter's side of the filter runner process (workers/runner-process.ts):
 // a FilterRunner that sends each job to the piscina pool living in that
 // small process (why: docs/design.md §6). Queue limits are enforced here,
@@ -7,11 +9,12 @@
 // starts a new one.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { jobBoundMs, type FilterJob, type FilterResult } from './job.js';
+import { RUNNER_ANSWER_SLACK_MS } from '../timeouts.js';
+import { jobBoundMs, type FilterJob, type FilterResult } from '../filter/job.js';
 import { PoolFullError, type PoolStats } from './pool.js';
 import { encodeLine, isReady, LineSplitter, parseAnswer } from './wire.js';
 
-export interface RunnerProcessOptions {
+export interface RunnerClientOptions {
   /** Worker threads of the runner's pool (config pool.threads). */
   threads: number;
   /** Filter runs allowed to wait beyond the running ones (config pool.maxQueue); 0 = none. */
@@ -38,7 +41,7 @@ export class RunnerGoneError extends Error {
 }
 
 export function defaultRunnerEntry(): string {
-  // dist/src/pool/runner-process.js -> dist/workers/runner-process.js
+  // dist/src/runner/client.js -> dist/workers/runner-process.js
   return fileURLToPath(new URL('../../workers/runner-process.js', import.meta.url));
 }
 
@@ -49,11 +52,9 @@ interface Pending {
   settled: Promise<FilterResult>;
 }
 
-/** Slack on top of a job's bound before the runner counts as stuck (JSON hops, a busy machine). */
-const ANSWER_SLACK_MS = 10_000;
 
-export class RunnerProcess {
-  readonly #options: Required<Pick<RunnerProcessOptions, 'threads' | 'maxQueue' | 'concurrency' | 'entry'>> & RunnerProcessOptions;
+export class RunnerClient {
+  readonly #options: Required<Pick<RunnerClientOptions, 'threads' | 'maxQueue' | 'concurrency' | 'entry'>> & RunnerClientOptions;
   readonly #pending = new Map<number, Pending>();
   #child: ChildProcess | null = null;
   #exited: Promise<void> | null = null;
@@ -63,11 +64,11 @@ export class RunnerProcess {
   #ready!: Promise<void>;
   #markReady: () => void = () => undefined;
 
-  constructor(options: RunnerProcessOptions) {
-    if (!Number.isInteger(options.threads) || options.threads < 1) throw new RangeError('RunnerProcess: threads must be a positive integer');
-    if (!Number.isInteger(options.maxQueue) || options.maxQueue < 0) throw new RangeError('RunnerProcess: maxQueue must be an integer >= 0');
+  constructor(options: RunnerClientOptions) {
+    if (!Number.isInteger(options.threads) || options.threads < 1) throw new RangeError('RunnerClient: threads must be a positive integer');
+    if (!Number.isInteger(options.maxQueue) || options.maxQueue < 0) throw new RangeError('RunnerClient: maxQueue must be an integer >= 0');
     const concurrency = options.concurrency ?? 4;
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('RunnerProcess: concurrency must be a positive integer');
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('RunnerClient: concurrency must be a positive integer');
     this.#options = { ...options, concurrency, entry: options.entry ?? defaultRunnerEntry() };
     this.#start();
   }
@@ -142,7 +143,7 @@ export class RunnerProcess {
 
   /** Runs one job in the runner process. Rejects with PoolFullError at once when the queue is at its limit. */
   run(job: FilterJob): Promise<FilterResult> {
-    if (this.#closed) return Promise.reject(new Error('RunnerProcess is closed'));
+    if (this.#closed) return Promise.reject(new Error('RunnerClient is closed'));
     if (this.#pending.size >= this.#capacity() + this.#options.maxQueue) return Promise.reject(new PoolFullError(this.#options.maxQueue));
     const child = this.#child ?? this.#start();
     const id = this.#nextId++;
@@ -151,7 +152,7 @@ export class RunnerProcess {
     // the runner is stuck: the job fails (tempfail) and the runner is
     // replaced, so a message can never hang on it.
     const rounds = 1 + Math.floor(this.#pending.size / this.#capacity());
-    const limitMs = rounds * jobBoundMs(job.settings.timeout) + (this.#options.answerSlackMs ?? ANSWER_SLACK_MS);
+    const limitMs = rounds * jobBoundMs(job.settings.timeout) + (this.#options.answerSlackMs ?? RUNNER_ANSWER_SLACK_MS);
     let entry!: Omit<Pending, 'settled'>;
     const settled = new Promise<FilterResult>((resolve, reject) => {
       const timer = setTimeout(() => this.#noAnswer(id, child, limitMs), limitMs);

@@ -1,7 +1,9 @@
+// Runs in: both ends (pure).
+//
 // The line protocol between the milter process and its filter runner process
-// (src/pool/runner-process.ts, workers/runner-process.ts): one JSON object per
+// (src/runner/client.ts, workers/runner-process.ts): one JSON object per
 // line over the runner's standard input and output. Pure: no I/O.
-import type { FilterJob, FilterResult } from './job.js';
+import type { FilterJob, FilterResult } from '../filter/job.js';
 
 /** Milter -> runner. */
 export type Request = { id: number; job: FilterJob };

@@ -1,17 +1,18 @@
-// The plain-data contract between the main thread and the filter worker:
-// one job is one user's filter on one spooled message. Everything here must
-// survive structured cloning into a piscina worker thread.
+// Runs in: every process (types and pure helpers).
+//
+// The filter-run contract: one job is one user's filter on one spooled
+// message, and what came of it. Plain data: it crosses the milter -> runner
+// pipe as JSON and is cloned into a piscina worker thread.
+import { ABANDON_MS, KILL_GRACE_MS } from '../timeouts.js';
 import type { UserAccount } from '../users/user.js';
+
+export { ABANDON_MS, KILL_GRACE_MS };
 
 /** What one user's filter run came to (contract §4, §5). */
 export type Outcome = 'accept' | 'reject' | 'tempfail' | 'nofilter' | 'unsafe' | 'error' | 'timeout';
 
 export const OUTCOMES: readonly Outcome[] = ['accept', 'reject', 'tempfail', 'nofilter', 'unsafe', 'error', 'timeout'];
 
-/** After SIGTERM to the filter's process group, SIGKILL this much later (contract §3 filter.timeout). */
-export const KILL_GRACE_MS = 2000;
-/** After SIGKILL, stop waiting for output and exit status this much later, whatever holds them. */
-export const ABANDON_MS = 500;
 
 /** The longest a job takes once it runs: the filter's timeout, the kill grace, the abandon delay. */
 export function jobBoundMs(timeoutMs: number): number {

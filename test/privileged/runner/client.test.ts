@@ -1,4 +1,4 @@
-// RunnerProcess for real: the piscina pool in a runner process of its own.
+// RunnerClient for real: the piscina pool in a runner process of its own.
 // Jobs go there and back as JSON lines, filters are that process's children
 // (not the milter's), a full queue rejects at once, a dead runner fails only
 // the jobs it held and is replaced, and when the milter dies the runner kills
@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import { PoolFullError } from '../../../src/pool/pool.js';
-import { RunnerGoneError, RunnerProcess } from '../../../src/pool/runner-process.js';
+import { PoolFullError } from '../../../src/runner/pool.js';
+import { RunnerGoneError, RunnerClient } from '../../../src/runner/client.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
 import { isAlive, waitUntil } from '../../support/wait.js';
 import { makeWorld, settle, type World } from './world.js';
@@ -30,10 +30,10 @@ function needs(t: TestContext): boolean {
   return lacksRoot(t) || lacksCommand(t, 'setpriv', 'util-linux') || lacksCommand(t, 'prlimit', 'util-linux');
 }
 
-describe('RunnerProcess', () => {
+describe('RunnerClient', () => {
   test('runs filters as children of the runner process, not of the milter, each job with its own RECIPIENT', async (t) => {
     if (needs(t)) return;
-    const runner = new RunnerProcess({ threads: 2, maxQueue: 10 });
+    const runner = new RunnerClient({ threads: 2, maxQueue: 10 });
     try {
       w.install(w.users.a, 'parent');
       w.install(w.users.b, 'environ');
@@ -64,7 +64,7 @@ describe('RunnerProcess', () => {
 
   test('a full queue rejects at once with PoolFullError; stats() shows running and queued', async (t) => {
     if (needs(t)) return;
-    const runner = new RunnerProcess({ threads: 1, maxQueue: 1, concurrency: 1 });
+    const runner = new RunnerClient({ threads: 1, maxQueue: 1, concurrency: 1 });
     try {
       w.install(w.users.a, 'sleeper');
       const job = () => w.job(w.users.a, w.message(), { timeout: 1000 });
@@ -87,7 +87,7 @@ describe('RunnerProcess', () => {
   test('a runner that dies fails only the jobs it held (RunnerGoneError), says so, and the next job starts a new one', async (t) => {
     if (needs(t)) return;
     const exits: Array<[string, number]> = [];
-    const runner = new RunnerProcess({ threads: 1, maxQueue: 5, onUnexpectedExit: (how, n) => exits.push([how, n]) });
+    const runner = new RunnerClient({ threads: 1, maxQueue: 5, onUnexpectedExit: (how, n) => exits.push([how, n]) });
     try {
       w.install(w.users.b, 'sleeper');
       const held = runner.run(w.job(w.users.b, w.message(), { timeout: 20_000 }));
@@ -112,15 +112,15 @@ describe('RunnerProcess', () => {
   test('when the milter process is killed, the runner kills the filters still running (whole process group) and exits', async (t) => {
     if (needs(t)) return;
     w.install(w.users.b, 'sleeper');
-    // A stand-in for the milter: a process that owns a RunnerProcess with a job in flight.
+    // A stand-in for the milter: a process that owns a RunnerClient with a job in flight.
     const dir = fs.mkdtempSync(path.join(w.base, 'milter-'));
     const script = path.join(dir, 'milter.mjs');
-    const moduleUrl = pathToFileURL(path.resolve('dist/src/pool/runner-process.js')).href;
+    const moduleUrl = pathToFileURL(path.resolve('dist/src/runner/client.js')).href;
     const job = w.job(w.users.b, w.message(), { timeout: 60_000 });
     fs.writeFileSync(
       script,
-      `import { RunnerProcess } from ${JSON.stringify(moduleUrl)};\n` +
-        `const r = new RunnerProcess({ threads: 1, maxQueue: 1 });\n` +
+      `import { RunnerClient } from ${JSON.stringify(moduleUrl)};\n` +
+        `const r = new RunnerClient({ threads: 1, maxQueue: 1 });\n` +
         `console.log(String(r.pid));\n` +
         `r.run(${JSON.stringify(job)}).catch(() => undefined);\n` +
         `setInterval(() => undefined, 1000);\n`,
@@ -144,7 +144,7 @@ describe('RunnerProcess', () => {
 
   test('close() waits for the jobs in flight, then the runner exits; afterwards run() refuses', async (t) => {
     if (needs(t)) return;
-    const runner = new RunnerProcess({ threads: 1, maxQueue: 1 });
+    const runner = new RunnerClient({ threads: 1, maxQueue: 1 });
     w.install(w.users.a, 'parent');
     const pid = runner.pid as number;
     const job = runner.run(w.job(w.users.a, w.message()));
@@ -155,14 +155,14 @@ describe('RunnerProcess', () => {
   });
 
   test('ready() resolves once the pool is up; a runner that ends first rejects it', async () => {
-    const good = new RunnerProcess({ threads: 1, maxQueue: 1 });
+    const good = new RunnerClient({ threads: 1, maxQueue: 1 });
     try {
       await good.ready();
     } finally {
       await good.close();
     }
     const exits: string[] = [];
-    const bad = new RunnerProcess({ threads: 1, maxQueue: 1, entry: path.join(RUNNER_FIXTURES, 'exits.mjs'), onUnexpectedExit: (how) => exits.push(how) });
+    const bad = new RunnerClient({ threads: 1, maxQueue: 1, entry: path.join(RUNNER_FIXTURES, 'exits.mjs'), onUnexpectedExit: (how) => exits.push(how) });
     await assert.rejects(bad.ready(), (err: unknown) => err instanceof RunnerGoneError && /exited with status 3/.test(err.message));
     assert.deepEqual(exits, ['exited with status 3']);
     await bad.destroy();
@@ -170,7 +170,7 @@ describe('RunnerProcess', () => {
 
   test('a runner that stops answering: the job fails after its bound, never hangs, and the runner is replaced', async () => {
     const exits: string[] = [];
-    const runner = new RunnerProcess({ threads: 1, maxQueue: 1, entry: path.join(RUNNER_FIXTURES, 'silent.mjs'), answerSlackMs: 200, onUnexpectedExit: (how) => exits.push(how) });
+    const runner = new RunnerClient({ threads: 1, maxQueue: 1, entry: path.join(RUNNER_FIXTURES, 'silent.mjs'), answerSlackMs: 200, onUnexpectedExit: (how) => exits.push(how) });
     try {
       await runner.ready();
       const first = runner.pid;
@@ -189,7 +189,7 @@ describe('RunnerProcess', () => {
   });
 
   test('bad options are refused with the option named', () => {
-    assert.throws(() => new RunnerProcess({ threads: 0, maxQueue: 1 }), /threads/);
-    assert.throws(() => new RunnerProcess({ threads: 1, maxQueue: -1 }), /maxQueue/);
+    assert.throws(() => new RunnerClient({ threads: 0, maxQueue: 1 }), /threads/);
+    assert.throws(() => new RunnerClient({ threads: 1, maxQueue: -1 }), /maxQueue/);
   });
 });
