@@ -1,9 +1,10 @@
 // Loads the configuration: defaults < file < environment < command line, as
 // the contract says (convict applies env and args after the file itself).
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import convict from 'convict';
-import { schema, type Config } from './schema.js';
+import { SCHEMA_NAMES, schema, type Config } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/per-user-milter/config.json';
 
@@ -13,6 +14,16 @@ export class ConfigError extends Error {
     super(problems.join('\n'));
     this.name = 'ConfigError';
   }
+}
+
+/** `192.0.2.0/24`, `2001:db8::/32`, or a bare address (a /32 or /128). */
+export function isCidr(s: string): boolean {
+  const [addr = '', bits, ...rest] = s.split('/');
+  if (rest.length > 0) return false;
+  const family = net.isIP(addr);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
 }
 
 function fail(message: string): never {
@@ -71,6 +82,31 @@ function addFormats(): void {
         }
       },
     },
+    'optional-filter-path': {
+      validate(v: unknown) {
+        if (typeof v !== 'string' || !(v === '' || v.startsWith('/') || v.startsWith('~/'))) {
+          fail('must be empty or start with / or ~/ (%u is the user name)');
+        }
+      },
+    },
+    'cgroup-setting': {
+      validate(v: unknown) {
+        if (typeof v !== 'string' || !(v === 'auto' || v === 'none' || path.isAbsolute(v))) fail('must be auto, none or an absolute path');
+      },
+    },
+    'address-extension': {
+      validate(v: unknown) {
+        if (typeof v !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(v)) fail('must be 1-64 letters, digits, dots, dashes or underscores');
+      },
+    },
+    'cidr-list': {
+      validate(v: unknown) {
+        if (!Array.isArray(v) || v.some((s) => typeof s !== 'string' || !isCidr(s))) {
+          fail('must be a list of CIDR blocks such as 192.0.2.0/24 or 2001:db8::/32');
+        }
+      },
+      coerce: (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v),
+    },
     'string-list': {
       validate(v: unknown) {
         if (!Array.isArray(v) || v.some((s) => typeof s !== 'string' || s === '')) {
@@ -102,6 +138,24 @@ function addFormats(): void {
       },
     },
   });
+}
+
+/** Moves `from` (dotted) to `to` inside a nested object, in place, when present. */
+function rename(obj: Record<string, unknown>, from: string, to: string): void {
+  const f = from.split('.');
+  const t = to.split('.');
+  const parentOf = (parts: string[]): Record<string, unknown> | undefined => {
+    let o: unknown = obj;
+    for (const p of parts.slice(0, -1)) o = typeof o === 'object' && o !== null ? (o as Record<string, unknown>)[p] : undefined;
+    return typeof o === 'object' && o !== null && !Array.isArray(o) ? (o as Record<string, unknown>) : undefined;
+  };
+  const src = parentOf(f);
+  const key = f[f.length - 1] as string;
+  if (!src || !Object.prototype.hasOwnProperty.call(src, key)) return;
+  const dst = parentOf(t);
+  if (!dst) return;
+  dst[t[t.length - 1] as string] = src[key];
+  delete src[key];
 }
 
 export interface LoadOptions {
@@ -137,6 +191,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     if (typeof data !== 'object' || data === null || Array.isArray(data)) {
       throw new ConfigError([`${file}: must contain one JSON object`]);
     }
+    for (const [pub, internal] of Object.entries(SCHEMA_NAMES)) rename(data as Record<string, unknown>, pub, internal);
     try {
       conf.load(data as object);
     } catch (err) {
@@ -149,5 +204,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     problems.push(...String((err as Error).message).split('\n').filter(Boolean));
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  return { config: conf.getProperties() as unknown as Config, file };
+  const config = conf.getProperties() as unknown as Record<string, unknown>;
+  for (const [pub, internal] of Object.entries(SCHEMA_NAMES)) rename(config, internal, pub);
+  return { config: config as unknown as Config, file };
 }

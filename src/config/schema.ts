@@ -40,6 +40,11 @@ const base = {
       format: 'positive-int',
       default: 52428800,
     },
+    user: {
+      doc: 'Started as root: the account every Node process of the milter runs as (only the launcher keeps the privilege to switch users)',
+      format: String,
+      default: 'per-user-milter',
+    },
   },
   spool: {
     dir: {
@@ -69,6 +74,11 @@ const base = {
       format: 'optional-path',
       default: '',
     },
+    aliasMaps: {
+      doc: 'Tables that expand an address to the addresses behind it: Postfix TYPE:NAME (queried with postmap/postalias -q) or aliases:PATH (read directly)',
+      format: 'string-list',
+      default: [] as string[],
+    },
   },
   users: {
     passwdFile: {
@@ -81,6 +91,11 @@ const base = {
       format: 'positive-int',
       default: 1000,
     },
+    maxUid: {
+      doc: 'Users above this uid (e.g. nobody) never get a filter run',
+      format: 'positive-int',
+      default: 60000,
+    },
   },
   filter: {
     path: {
@@ -89,14 +104,40 @@ const base = {
       default: '~/.user-milter',
     },
     timeout: {
-      doc: 'After this (ms) the process group gets SIGTERM, then SIGKILL 2 s later',
+      doc: 'After this (ms) every process of the run gets SIGTERM, then SIGKILL 2 s later',
       format: 'positive-int',
       default: 30000,
     },
+    // Public name filter.default: see SCHEMA_NAMES.
+    siteDefault: {
+      doc: 'A site program run, as the user, for a local user who has no filter of their own; empty: such users have no say',
+      format: 'optional-path',
+      default: '',
+    },
+    rcptPath: {
+      doc: "The user's RCPT-stage program (~ is the home, %u the user name); empty disables the stage",
+      format: 'optional-filter-path',
+      default: '~/.user-milter-rcpt',
+    },
+    rcptTimeout: {
+      doc: 'Milliseconds an RCPT-stage program may run; keep it below the MTA command timeout',
+      format: 'positive-int',
+      default: 10000,
+    },
+    maxPerUser: {
+      doc: "Runs of one user's programs in flight at once; further runs of that user wait",
+      format: 'positive-int',
+      default: 2,
+    },
     sandbox: {
-      doc: 'setpriv, bwrap, or none (tests and unprivileged runs only)',
+      doc: 'setpriv (the launcher: user switch, no_new_privs, rlimits, contained process tree), bwrap (also private /tmp, own pid namespace, read-only system), or none (unprivileged runs only)',
       format: strings(['setpriv', 'bwrap', 'none']),
       default: 'setpriv',
+    },
+    cgroup: {
+      doc: 'Where each run gets a cgroup of its own: auto (a delegated cgroup v2 subtree when there is one), none, or an absolute cgroup v2 directory',
+      format: 'cgroup-setting',
+      default: 'auto',
     },
     limits: {
       cpuSeconds: { doc: 'RLIMIT_CPU (seconds)', format: 'positive-int', default: 20 },
@@ -137,6 +178,21 @@ const base = {
       doc: 'When some accept and some reject: deliver, drop-rejecters or split',
       format: strings(['deliver', 'drop-rejecters', 'split']),
       default: 'deliver',
+    },
+    rejectExtension: {
+      doc: 'The address extension policy.mixed=extension gives the rejecting users',
+      format: 'address-extension',
+      default: 'spam',
+    },
+    skipAuthenticated: {
+      doc: 'Accept mail from SMTP-AUTH authenticated clients without running filters',
+      format: Boolean,
+      default: false,
+    },
+    trustedNetworks: {
+      doc: 'CIDR blocks (IPv4 and IPv6) whose mail is accepted without running filters',
+      format: 'cidr-list',
+      default: [] as string[],
     },
     nonLocal: {
       doc: 'Non-local recipients vote accept (accept) or have no say (ignore)',
@@ -190,6 +246,20 @@ const base = {
   },
 };
 
+/**
+ * convict takes any schema node with a `default` property for a leaf, so a
+ * key that is itself called `default` (contract: filter.default) lives in
+ * the schema under another name. Public name -> schema name; the loader
+ * translates the file, and the result, through this table.
+ */
+export const SCHEMA_NAMES: Readonly<Record<string, string>> = { 'filter.default': 'filter.siteDefault' };
+const PUBLIC_NAMES: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(SCHEMA_NAMES).map(([k, v]) => [v, k]));
+
+/** The public (contract) name of a schema leaf. */
+export function publicName(schemaName: string): string {
+  return PUBLIC_NAMES[schemaName] ?? schemaName;
+}
+
 type Leaf = { doc: string; format: unknown; default: unknown; env?: string; arg?: string };
 type Node = { [key: string]: Leaf | Node };
 
@@ -202,7 +272,7 @@ export function leafKeys(node: Node = base as unknown as Node, prefix = ''): str
   const keys: string[] = [];
   for (const [name, child] of Object.entries(node)) {
     const dotted = prefix ? `${prefix}.${name}` : name;
-    if (isLeaf(child)) keys.push(dotted);
+    if (isLeaf(child)) keys.push(publicName(dotted));
     else keys.push(...leafKeys(child, dotted));
   }
   return keys;
@@ -212,7 +282,8 @@ function withSources(node: Node, prefix = ''): Node {
   const out: Node = {};
   for (const [name, child] of Object.entries(node)) {
     const dotted = prefix ? `${prefix}.${name}` : name;
-    out[name] = isLeaf(child) ? { ...child, env: envName(dotted), arg: dotted } : withSources(child, dotted);
+    const pub = publicName(dotted);
+    out[name] = isLeaf(child) ? { ...child, env: envName(pub), arg: pub } : withSources(child, dotted);
   }
   return out;
 }
@@ -227,14 +298,20 @@ export interface Config {
     maxConnections: number;
     progressInterval: number;
     maxMessageSize: number;
+    user: string;
   };
   spool: { dir: string };
-  recipients: { localMailers: string[]; localDomains: string[]; delimiter: string; map: string };
-  users: { passwdFile: string; minUid: number };
+  recipients: { localMailers: string[]; localDomains: string[]; delimiter: string; map: string; aliasMaps: string[] };
+  users: { passwdFile: string; minUid: number; maxUid: number };
   filter: {
     path: string;
     timeout: number;
+    default: string;
+    rcptPath: string;
+    rcptTimeout: number;
+    maxPerUser: number;
     sandbox: 'setpriv' | 'bwrap' | 'none';
+    cgroup: string;
     limits: { cpuSeconds: number; memoryBytes: number; processes: number; fileSizeBytes: number; outputBytes: number };
     exitCodes: { reject: number[]; tempfail: number[] };
     onError: 'accept' | 'tempfail';
@@ -243,6 +320,9 @@ export interface Config {
   pool: { threads: number; maxQueue: number };
   policy: {
     mixed: 'deliver' | 'drop-rejecters' | 'split';
+    rejectExtension: string;
+    skipAuthenticated: boolean;
+    trustedNetworks: string[];
     nonLocal: 'accept' | 'ignore';
     dryRun: boolean;
     oversize: 'accept' | 'reject';
