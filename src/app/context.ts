@@ -3,7 +3,8 @@
 // settings inside it, so every new message sees the new configuration while
 // messages in flight finish under the old one.
 import type { Config } from '../config/schema.js';
-import type { FilterJob, FilterResult, Outcome } from '../pool/job.js';
+import type { InternalReason } from '../errors.js';
+import type { FilterJob, FilterResult, Outcome } from '../filter/job.js';
 import type { UserAccount } from '../users/user.js';
 import type { Recipient, RcptInput } from '../recipients/index.js';
 import type { Spool } from '../spool/index.js';
@@ -18,6 +19,10 @@ export interface FilterRunner {
 /** The counters the application moves (src/metrics implements them with prom-client). */
 export interface AppMetrics {
   message(action: Action): void;
+  /** End of message to the reply (contract §6 message_duration_seconds). */
+  messageAnswered(action: Action, seconds: number): void;
+  /** One of our own failures, answered 451 4.3.x (src/errors.ts). */
+  internalError(reason: InternalReason): void;
   filterRun(outcome: Outcome, durationMs: number, user: string): void;
   recipient(kind: 'local' | 'nonlocal'): void;
   spoolBytes(bytes: number): void;

@@ -4,18 +4,37 @@
 // scrape: rate() and alerts then work before the first event. Pool gauges
 // are read from a callback at scrape time, never pushed.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { OUTCOMES, type Outcome } from '../pool/job.js';
+import { readFileSync } from 'node:fs';
+import { INTERNAL_REASONS, type InternalReason } from '../errors.js';
+import { OUTCOMES, type Outcome } from '../filter/job.js';
 
 export const METRIC_PREFIX = 'per_user_milter_';
 
 export type MessageAction = 'accept' | 'reject' | 'tempfail';
 export const MESSAGE_ACTIONS: readonly MessageAction[] = ['accept', 'reject', 'tempfail'];
 export type RecipientKind = 'local' | 'nonlocal';
+export type LookupResult = 'found' | 'unknown' | 'error';
+export const LOOKUP_RESULTS: readonly LookupResult[] = ['found', 'unknown', 'error'];
+export type SkipReason = 'trusted' | 'authenticated';
+export const SKIP_REASONS: readonly SkipReason[] = ['trusted', 'authenticated'];
+
+/** End of message to the reply, pool wait included: from a few ms to the MTA's content timeout (seconds). */
+export const MESSAGE_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300];
+
+/** This package's version, for build_info. */
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
 
 /** Filter run times from a 5 ms `exit 0` to the 60 s end of a long timeout (seconds). */
 export const FILTER_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60];
 
-/** What the pool reports (RunnerProcess.stats() and FilterPool.stats() have these fields). */
+/** What the pool reports (RunnerClient.stats() and FilterPool.stats() have these fields). */
 export interface PoolGaugeSource {
   queueSize: number;
   /** 0..1 */
@@ -43,6 +62,11 @@ export class Metrics {
   private readonly connections: Gauge;
   private readonly spool: Counter;
   private readonly protocolErrors: Counter;
+  private readonly messageDuration: Histogram<'action'>;
+  private readonly internalErrors: Counter<'reason'>;
+  private readonly rcptFilterRuns: Counter<'outcome' | 'user'>;
+  private readonly userLookups: Counter<'result'>;
+  private readonly skipped: Counter<'reason'>;
 
   constructor(options: MetricsOptions) {
     this.perUser = options.perUserLabels;
@@ -108,12 +132,57 @@ export class Metrics {
       registers,
     });
 
-    for (const action of MESSAGE_ACTIONS) this.messages.labels(action).inc(0);
+    this.messageDuration = new Histogram({
+      name: `${METRIC_PREFIX}message_duration_seconds`,
+      help: 'End of message to the reply, in seconds, by the action taken (filter pool wait included)',
+      labelNames: ['action'],
+      buckets: MESSAGE_DURATION_BUCKETS,
+      registers,
+    });
+    this.internalErrors = new Counter({
+      name: `${METRIC_PREFIX}internal_errors_total`,
+      help: "per-user-milter's own failures (each answered 451 4.3.x), by reason",
+      labelNames: ['reason'],
+      registers,
+    });
+    this.rcptFilterRuns = new Counter({
+      name: `${METRIC_PREFIX}rcpt_filter_runs_total`,
+      help: 'RCPT-stage program runs by outcome',
+      labelNames: [...filterLabels],
+      registers,
+    });
+    this.userLookups = new Counter({
+      name: `${METRIC_PREFIX}user_lookups_total`,
+      help: 'User directory lookups (NSS or passwd file) by result: found, unknown, error',
+      labelNames: ['result'],
+      registers,
+    });
+    this.skipped = new Counter({
+      name: `${METRIC_PREFIX}skipped_total`,
+      help: 'Messages accepted without running filters, by reason (trusted network, authenticated client)',
+      labelNames: ['reason'],
+      registers,
+    });
+    new Gauge({
+      name: `${METRIC_PREFIX}build_info`,
+      help: 'Always 1; the labels say which per-user-milter and which Node.js run',
+      labelNames: ['version', 'node'],
+      registers,
+    }).set({ version: packageVersion(), node: process.version }, 1);
+
+    for (const action of MESSAGE_ACTIONS) {
+      this.messages.labels(action).inc(0);
+      this.messageDuration.zero({ action });
+    }
+    for (const reason of INTERNAL_REASONS) this.internalErrors.labels(reason).inc(0);
+    for (const result of LOOKUP_RESULTS) this.userLookups.labels(result).inc(0);
+    for (const reason of SKIP_REASONS) this.skipped.labels(reason).inc(0);
     for (const kind of ['local', 'nonlocal'] as const) this.recipients.labels(kind).inc(0);
     // With per-user labels the user values are unknown until a filter runs.
     if (!this.perUser) {
       for (const outcome of OUTCOMES) {
         this.filterRuns.labels(outcome).inc(0);
+        this.rcptFilterRuns.labels(outcome).inc(0);
         this.filterDuration.zero({ outcome });
       }
     }
@@ -133,6 +202,28 @@ export class Metrics {
     const labels = this.perUser ? { outcome, user } : { outcome };
     this.filterRuns.inc(labels);
     this.filterDuration.observe(labels, Math.max(0, durationMs) / 1000);
+  }
+
+  /** One message answered: its action and the time from end of message to the reply. */
+  messageAnswered(action: MessageAction, seconds: number): void {
+    this.messageDuration.observe({ action }, Math.max(0, seconds));
+  }
+
+  /** One of our own failures (src/errors.ts), answered 451 4.3.x. */
+  internalError(reason: InternalReason): void {
+    this.internalErrors.labels(reason).inc();
+  }
+
+  rcptFilterRun(outcome: Outcome, user = ''): void {
+    this.rcptFilterRuns.inc(this.perUser ? { outcome, user } : { outcome });
+  }
+
+  userLookup(result: LookupResult): void {
+    this.userLookups.labels(result).inc();
+  }
+
+  skip(reason: SkipReason): void {
+    this.skipped.labels(reason).inc();
   }
 
   recipient(kind: RecipientKind): void {

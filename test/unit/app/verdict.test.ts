@@ -7,8 +7,8 @@ import { askFilters, type Transaction } from '../../../src/app/verdict.js';
 import type { AppContext } from '../../../src/app/context.js';
 import { loadConfig } from '../../../src/config/load.js';
 import type { ConnectionContext } from '../../../src/milter/application.js';
-import type { FilterJob, FilterResult } from '../../../src/pool/job.js';
-import { PoolFullError } from '../../../src/pool/pool.js';
+import type { FilterJob, FilterResult } from '../../../src/filter/job.js';
+import { PoolFullError } from '../../../src/runner/pool.js';
 import { TransactionRecipients } from '../../../src/recipients/index.js';
 import type { UserAccount } from '../../../src/users/user.js';
 
@@ -45,7 +45,7 @@ function app(run: (job: FilterJob) => Promise<FilterResult>): AppContext & { act
     hasFilter: () => Promise.resolve(true),
     spool: null as never,
     runner: { run },
-    metrics: { message: (a) => actions.push(a), filterRun() {}, recipient() {}, spoolBytes() {} },
+    metrics: { message: (a) => actions.push(a), messageAnswered() {}, internalError() {}, filterRun() {}, recipient() {}, spoolBytes() {} },
     log: silent,
   };
 }
