@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // The `text` log format: one line per event, like other milters' syslog
 // lines, with the queue id in front:
 //
