@@ -32,6 +32,9 @@ function needs(t: TestContext): boolean {
 
 async function serve(config: Record<string, string | number | boolean> = {}): Promise<Milter> {
   assert.ok(w);
+  // One serve at a time: a test that failed half-way left its own running.
+  await milter?.stop();
+  milter = undefined;
   milter = await startMilter({
     listen: `inet:${MILTER_PORT}@127.0.0.1`,
     config: {
