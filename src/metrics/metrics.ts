@@ -109,7 +109,7 @@ export class Metrics {
     const self = this;
     new Gauge({
       name: `${METRIC_PREFIX}pool_queue_size`,
-      help: 'Filter runs waiting for a worker thread',
+      help: 'Filter runs waiting to start: for a run slot, or for their user\'s turn (filter.maxPerUser)',
       registers,
       collect() {
         this.set(self.poolStats?.().queueSize ?? 0);
