@@ -181,7 +181,8 @@ export class PerUserHandler implements MilterHandler {
       return await step(since);
     } catch (err) {
       const tx = this.tx;
-      if (tx === null) throw err; // no message of ours open: the engine answers with its own 451 4.3.0
+      // No message of ours open: the engine answers errorReply('PUM_ERR_INTERNAL') (serve.ts) and it is counted there.
+      if (tx === null) throw err;
       const reply = ourFailure(this.app, this.conn, tx, err, since);
       await this.abort();
       return reply;

@@ -88,7 +88,7 @@ describe('our own failures through a running serve: 451 4.3.x, a log line, a cou
     // maxPerUser 1: the second message to alice waits in the milter's queue
     // while the first runs, its spool file closed: the window in which it goes.
     const m = await serve({ 'filter.maxPerUser': 1 });
-    w.writeFilter('alice', 'sleep 2; exit 0');
+    w.writeFilter('alice', 'sleep 4; exit 0');
     const c1 = await openClient(MILTER_PORT);
     const c2 = await openClient(MILTER_PORT);
     try {
