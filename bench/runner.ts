@@ -160,7 +160,7 @@ export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<Runner
   const user: UserAccount = privileged
     ? { name: 'pumrun-bench', uid: BENCH_UID, gid: BENCH_UID, groups: [BENCH_UID], home, shell: '/bin/sh' }
     : { name: os.userInfo().username, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, groups: [process.getgid?.() ?? 0], home, shell: '/bin/sh' };
-  const pool = new FilterPool({ threads: opts.threads ?? cpus, maxQueue: 10_000 });
+  const pool = new FilterPool({ threads: opts.threads ?? cpus });
   try {
     fs.mkdirSync(home, { mode: 0o700 });
     const filter = path.join(home, '.user-milter');

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// Runs in: the milter process (its entry point; also the `try` and `check-config` processes).
+//
 // The per-user-milter executable: dispatches to the subcommands of contract §2.
 import { readFileSync } from 'node:fs';
 import { checkConfigCommand } from './cli/check-config.js';

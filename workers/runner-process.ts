@@ -14,14 +14,15 @@
 // or a process-group signal must not kill filters the milter is still
 // draining). End of standard input means the milter closed us or died:
 // filters still running are killed, process group and all, and we exit.
+import { toPumError } from '../src/errors.js';
 import { childrenOf } from '../src/filter/hunt.js';
 import { RUNNER_EXIT_MS } from '../src/timeouts.js';
-import { FilterPool, PoolFullError } from '../src/runner/pool.js';
+import { FilterPool } from '../src/runner/pool.js';
 import { encodeLine, LineSplitter, parseRequest, type Answer } from '../src/runner/wire.js';
 
+/** From the milter (src/runner/client.ts), as JSON in argv[2]. */
 interface RunnerOptions {
   threads: number;
-  maxQueue: number;
   concurrency?: number;
 }
 
@@ -31,7 +32,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () =
 process.stdout.on('error', () => undefined);
 
 const options = JSON.parse(process.argv[2] ?? '{}') as RunnerOptions;
-const pool = new FilterPool({ threads: options.threads, maxQueue: options.maxQueue, ...(options.concurrency ? { concurrency: options.concurrency } : {}) });
+const pool = new FilterPool({ threads: options.threads, ...(options.concurrency ? { concurrency: options.concurrency } : {}) });
 let running = 0;
 
 function send(answer: Answer): void {
@@ -49,8 +50,8 @@ async function handle(line: string): Promise<void> {
     const result = await pool.run(request.job);
     send({ id: request.id, result });
   } catch (err) {
-    const e = err as Error & { code?: string };
-    send({ id: request.id, error: { message: e.message, ...(err instanceof PoolFullError ? { code: e.code } : {}) } });
+    // A PumError keeps its code (spool unreadable, launcher); anything else is PUM_ERR_INTERNAL.
+    send({ id: request.id, error: toPumError(err).toJSON() });
   } finally {
     running--;
   }

@@ -1,3 +1,5 @@
+// Runs in: its own short process (`per-user-milter check-config`).
+//
 // `per-user-milter check-config`: validate, print the effective configuration,
 // exit 0; or print one line per problem and exit 1.
 import { ConfigError, loadConfig } from '../config/load.js';

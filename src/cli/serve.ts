@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // `per-user-milter serve`: the composition root. Builds every part from the
 // configuration, wires them together, and handles signals: SIGTERM/SIGINT
 // drain and exit 0, SIGHUP reloads the configuration without dropping
@@ -5,11 +7,12 @@
 import { createPerUserApplication, type AppContext } from '../app/index.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import { errorReply } from '../errors.js';
 import { hasFilter } from '../filter/locate.js';
 import { ownPrivileges } from '../filter/privileges.js';
 import { sandboxWarnings } from '../filter/sandbox.js';
 import { createLogger, type Logger } from '../log/index.js';
-import { createMetrics, MetricsServer } from '../metrics/index.js';
+import { createMetrics, MetricsServer, type Metrics } from '../metrics/index.js';
 import { RunnerClient } from '../runner/client.js';
 import { RecipientClassifier, type ClassifierOptions } from '../recipients/index.js';
 import { MilterServer } from '../server/server.js';
@@ -25,8 +28,8 @@ function get(config: Config, dotted: string): unknown {
   return dotted.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], config);
 }
 
-function classifierOptions(config: Config): ClassifierOptions {
-  const users = createUserResolver({ passwdFile: config.users.passwdFile, minUid: config.users.minUid });
+function classifierOptions(config: Config, metrics: Metrics): ClassifierOptions {
+  const users = createUserResolver({ passwdFile: config.users.passwdFile, minUid: config.users.minUid, onLookup: (r) => metrics.userLookup(r) });
   return { recipients: config.recipients, users, minUid: config.users.minUid };
 }
 
@@ -53,14 +56,17 @@ export async function serveCommand(argv: string[]): Promise<number> {
   log.info({ config: loaded.file ?? 'built-in defaults' }, 'per-user-milter starting');
   for (const w of sandboxWarnings(config.filter.sandbox, ownPrivileges().switchUsers)) log.warn({}, w);
 
+  // The pool gauges are pointed at the runner once it exists.
+  const metrics = createMetrics({ perUserLabels: config.metrics.perUserLabels });
   const { spool, staleRemoved } = await Spool.open(config.spool.dir);
   log.info({ spoolDir: config.spool.dir, staleRemoved }, 'spool ready');
-  const classifier = await RecipientClassifier.create(classifierOptions(config));
+  const classifier = await RecipientClassifier.create(classifierOptions(config, metrics));
   // The piscina pool lives in a small runner process of its own: every filter
   // run forks the process that spawns it (docs/sandbox.md, "Where the pool runs").
   const pool = new RunnerClient({
     threads: config.pool.threads,
     maxQueue: config.pool.maxQueue,
+    maxPerUser: config.filter.maxPerUser,
     onUnexpectedExit: (how, failedJobs) => log.error({ failedJobs }, `filter runner process ${how}; its jobs are tempfailed, the next job starts a new one`),
     onStrayOutput: (line) => log.warn({ line: line.slice(0, 200) }, 'filter runner printed something that is not an answer'),
   });
@@ -71,7 +77,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     await pool.destroy();
     return 1;
   }
-  const metrics = createMetrics({ perUserLabels: config.metrics.perUserLabels, poolStats: () => pool.stats() });
+  metrics.setPoolStats(() => pool.stats());
   const metricsServer = new MetricsServer(config.metrics.listen, metrics.registry);
 
   const app: AppContext = {
@@ -94,6 +100,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
       socketMode: parseInt(config.milter.socketMode, 8),
       maxConnections: config.milter.maxConnections,
       progressInterval: config.milter.progressInterval,
+      // A step that throws past the application's own handling: still one of our failures.
+      errorReply: errorReply('PUM_ERR_INTERNAL'),
       logger: log,
       events: metrics.milterEvents(),
     });
@@ -106,7 +114,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const reload = async (): Promise<void> => {
     try {
       const next = loadConfig({ file, args: keyArgs }).config;
-      await classifier.reload(classifierOptions(next));
+      await classifier.reload(classifierOptions(next, metrics));
+      pool.setMaxPerUser(next.filter.maxPerUser);
       const ignored = RESTART_KEYS.filter((k) => JSON.stringify(get(next, k)) !== JSON.stringify(get(config, k)));
       if (ignored.length > 0) log.warn({ keys: ignored.join(',') }, 'reload: these keys take effect only after a restart');
       log.level = next.log.level;

@@ -1,3 +1,5 @@
+// Runs in: its own process (`per-user-milter try`), which runs the filter in its main thread.
+//
 // `per-user-milter try --user NAME [--sender ADDR] [--recipient ADDR]
 // [--config FILE] [--dotted.key value…] [FILE]` (contract §2): runs NAME's
 // filter on one message exactly as the milter would (same user lookup,

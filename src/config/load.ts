@@ -1,3 +1,5 @@
+// Runs in: the milter process (and `try`, `check-config`).
+//
 // Loads the configuration: defaults < file < environment < command line, as
 // the contract says (convict applies env and args after the file itself).
 import fs from 'node:fs';

@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // The configuration schema: every key of the product contract (§3), with its
 // default, its environment variable and its command-line flag. convict
 // validates types and rejects unknown keys; the loader (./load.ts) decides

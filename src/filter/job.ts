@@ -3,6 +3,7 @@
 // The filter-run contract: one job is one user's filter on one spooled
 // message, and what came of it. Plain data: it crosses the milter -> runner
 // pipe as JSON and is cloned into a piscina worker thread.
+import type { SerializedError } from '../errors.js';
 import { ABANDON_MS, KILL_GRACE_MS } from '../timeouts.js';
 import type { UserAccount } from '../users/user.js';
 
@@ -62,4 +63,15 @@ export interface FilterResult {
   replyText: string;
   /** Captured output (capped) and, for unsafe/error, the reason: for the log, never for the SMTP client. */
   log: string;
+}
+
+/**
+ * What a worker thread hands back for one job: the filter's result, or one of
+ * our own failures (src/errors.ts) as plain data, so that its code reaches the
+ * milter intact (a thrown Error loses its code crossing the thread boundary).
+ */
+export type WorkerAnswer = FilterResult | { error: SerializedError };
+
+export function isWorkerError(a: WorkerAnswer): a is { error: SerializedError } {
+  return typeof (a as { error?: unknown }).error === 'object' && (a as { error?: unknown }).error !== null;
 }

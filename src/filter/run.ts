@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { ownPrivileges } from './privileges.js';
 import { isMainThread } from 'node:worker_threads';
 import { execa } from 'execa';
+import { PumError } from '../errors.js';
 import { ABANDON_MS, KILL_GRACE_MS, type FilterJob, type FilterResult, type Outcome } from './job.js';
 
 export { KILL_GRACE_MS };
@@ -97,15 +98,6 @@ class Capture {
 
 const LAUNCHER_FAILURE = /^(prlimit|setpriv|bwrap): /;
 
-/** The spool file could not be opened: an internal failure (code PUM_ERR_SPOOL), never a filter outcome. */
-export class SpoolUnreadableError extends Error {
-  readonly code = 'PUM_ERR_SPOOL';
-  constructor(spoolPath: string, cause: NodeJS.ErrnoException) {
-    super(`cannot open spool file ${spoolPath}: ${cause.code ?? cause.message}`);
-    this.name = 'SpoolUnreadableError';
-  }
-}
-
 export async function runFilter(job: FilterJob): Promise<FilterResult> {
   const started = performance.now();
   const { user, settings } = job;
@@ -126,7 +118,8 @@ export async function runFilter(job: FilterJob): Promise<FilterResult> {
     spool = fs.openSync(job.spoolPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   } catch (err) {
     // Our failure, not the filter's: the job fails, and the message is tempfailed (451 4.3.0).
-    throw new SpoolUnreadableError(job.spoolPath, err as NodeJS.ErrnoException);
+    const e = err as NodeJS.ErrnoException;
+    throw new PumError('PUM_ERR_SPOOL_UNREADABLE', `cannot open spool file ${job.spoolPath}: ${e.code ?? e.message}`, { cause: err });
   }
 
   try {

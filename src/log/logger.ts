@@ -1,3 +1,5 @@
+// Runs in: the milter process (and `try`).
+//
 // The process logger: pino, either as JSON lines (`log.format = json`, for
 // log pipelines) or as one plain text line per event (`text`, the default,
 // like other milters' syslog lines). Both write synchronously (sonic-boom in

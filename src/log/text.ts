@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // The `text` log format: one line per event, like other milters' syslog
 // lines, with the queue id in front:
 //
@@ -25,8 +27,13 @@ export interface MessageSummary {
   rcpts?: number;
   users: readonly UserSummary[];
   action: string;
+  /** For a failure of ours: its code (src/errors.ts) and what failed. */
+  reason?: string;
+  error?: string;
+  /** Users whose filter run never gave an outcome because of that failure. */
+  failed?: readonly string[];
   reply?: string;
-  /** Why the message took a path of its own (early accept, oversize, pool full). */
+  /** Why the message took a path of its own (early accept, oversize). */
   note?: string;
   dryRunWouldBe?: string;
   dropped?: readonly string[];
@@ -64,6 +71,9 @@ export function formatMessageSummary(s: MessageSummary): string {
   if (s.rcpts !== undefined) parts.push(`rcpts=${s.rcpts}`);
   for (const u of s.users) parts.push(userPart(u));
   parts.push(`action=${s.action}`);
+  if (s.reason) parts.push(`reason=${quote(s.reason)}`);
+  if (s.failed && s.failed.length > 0) parts.push(`failed=${quote(s.failed.join(','))}`);
+  if (s.error) parts.push(`error=${JSON.stringify(s.error)}`);
   if (s.reply) parts.push(`reply=${JSON.stringify(s.reply)}`);
   if (s.note) parts.push(`note=${JSON.stringify(s.note)}`);
   if (s.dryRunWouldBe) parts.push(`dry_run_would_be=${s.dryRunWouldBe}`);

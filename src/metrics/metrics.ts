@@ -1,4 +1,6 @@
-// The Prometheus metrics of contract §6, all prefixed `per_user_milter_`, in
+// Runs in: the milter process.
+//
+// The Prometheus metrics of docs/reference.md §6, all prefixed `per_user_milter_`, in
 // a registry of their own (plus prom-client's default process metrics).
 // Label values are pre-initialised so every series exists at 0 from the first
 // scrape: rate() and alerts then work before the first event. Pool gauges
@@ -107,7 +109,7 @@ export class Metrics {
     const self = this;
     new Gauge({
       name: `${METRIC_PREFIX}pool_queue_size`,
-      help: 'Filter runs waiting for a worker thread',
+      help: 'Filter runs waiting to start: for a run slot, or for their user\'s turn (filter.maxPerUser)',
       registers,
       collect() {
         this.set(self.poolStats?.().queueSize ?? 0);
@@ -250,12 +252,15 @@ export class Metrics {
    * Callbacks for the milter server's events (structurally its MilterEvents).
    * A connection refused for maxConnections is reported closed (reason
    * 'refused') without having been reported opened, so it does not move the
-   * gauge.
+   * gauge. A handler step that failed past the application's own handling
+   * was answered with the engine's 451 4.3.0: one of our failures, reason
+   * `other` (an abort() or close() that failed answered nobody).
    */
   milterEvents(): {
     connectionOpened(): void;
     connectionClosed(info: { reason: string }): void;
     protocolError(): void;
+    handlerError(info: { step: string }): void;
   } {
     return {
       connectionOpened: () => this.connectionOpened(),
@@ -263,6 +268,9 @@ export class Metrics {
         if (info.reason !== 'refused') this.connectionClosed();
       },
       protocolError: () => this.protocolError(),
+      handlerError: (info) => {
+        if (info.step !== 'abort' && info.step !== 'close') this.internalError('other');
+      },
     };
   }
 

@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // The verdict of one message (contract §5): the local users' filter outcomes
 // and the non-local recipients vote; the message is rejected or tempfailed
 // only when nobody votes accept. Pure: no I/O.

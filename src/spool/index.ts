@@ -1,3 +1,5 @@
+// Runs in: the milter process (and `try`).
+//
 // Message spooling (contract §3 `spool.dir`, §4 message form).
 export * from './file.js';
 export * from './header.js';

@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
+import { PumError } from '../../../src/errors.js';
 import { hasFilter } from '../../../src/filter/locate.js';
 import { runFilter } from '../../../src/filter/run.js';
 import { FILTER_ENV_NAMES } from '../../../src/filter/sandbox.js';
@@ -309,12 +310,13 @@ describe('runFilter: no filter, unsafe filters', () => {
     fs.rmSync(suid);
   });
 
-  test('the spool file cannot be opened: our failure (PUM_ERR_SPOOL, the message is tempfailed), not a filter outcome', async (t) => {
+  test('the spool file cannot be opened: our failure (PUM_ERR_SPOOL_UNREADABLE, the message is tempfailed), not a filter outcome', async (t) => {
     if (needs(t, 'setpriv')) return;
     const u = w.users.a;
     w.install(u, 'trivial');
     await assert.rejects(runFilter(w.job(u, path.join(w.spoolDir, 'does-not-exist'))), (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'PUM_ERR_SPOOL');
+      assert.ok(err instanceof PumError);
+      assert.equal(err.code, 'PUM_ERR_SPOOL_UNREADABLE');
       assert.match(err.message, /ENOENT/);
       return true;
     });
