@@ -6,16 +6,15 @@ import { createPerUserApplication, type AppContext } from '../app/index.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { hasFilter } from '../filter/locate.js';
-import { ownPrivileges } from '../filter/privileges.js';
-import { sandboxWarnings } from '../filter/sandbox.js';
 import { createLogger, type Logger } from '../log/index.js';
 import { createMetrics, MetricsServer } from '../metrics/index.js';
 import { RunnerClient } from '../runner/client.js';
 import { RecipientClassifier, type ClassifierOptions } from '../recipients/index.js';
 import { MilterServer } from '../server/server.js';
-import { Spool } from '../spool/index.js';
+import { Spool, makeSpoolDir, planSpoolDir, type SpoolDirectory } from '../spool/index.js';
 import { createUserResolver } from '../users/resolve.js';
 import { splitConfigArgs } from './args.js';
+import { checkStartup } from './startup-checks.js';
 import { SHUTDOWN_MARGIN_MS } from '../timeouts.js';
 
 /** Keys that only take effect at start: a reload that changes them says so. */
@@ -49,13 +48,34 @@ export async function serveCommand(argv: string[]): Promise<number> {
   }
   const { configFile: file, keyArgs } = args;
   let config = loaded.config;
+  // What check-config checks, serve checks before it starts anything.
+  const findings = await checkStartup(config);
+  const errors = findings.filter((f) => f.severity === 'error');
+  if (errors.length > 0) {
+    for (const f of errors) process.stderr.write(`per-user-milter: config: ${f.text}\n`);
+    process.stderr.write('per-user-milter: not started (per-user-milter check-config shows the same)\n');
+    return 1;
+  }
   const log: Logger = createLogger({ level: config.log.level, format: config.log.format, destination: 1 });
   log.info({ config: loaded.file ?? 'built-in defaults' }, 'per-user-milter starting');
-  for (const w of sandboxWarnings(config.filter.sandbox, ownPrivileges().switchUsers)) log.warn({}, w);
+  for (const f of findings) log.warn({}, f.text);
 
-  const { spool, staleRemoved } = await Spool.open(config.spool.dir);
-  log.info({ spoolDir: config.spool.dir, staleRemoved }, 'spool ready');
-  const classifier = await RecipientClassifier.create(classifierOptions(config));
+  // Anything that still fails on the way up is a fatal line and exit 1, never a stack trace.
+  let spoolDir: SpoolDirectory | undefined;
+  let spool: Spool;
+  let classifier: RecipientClassifier;
+  try {
+    spoolDir = await makeSpoolDir(planSpoolDir(config.spool.dir));
+    const opened = await Spool.open(spoolDir.dir);
+    spool = opened.spool;
+    log.info({ spoolDir: spoolDir.dir, staleRemoved: opened.staleRemoved }, 'spool ready');
+    classifier = await RecipientClassifier.create(classifierOptions(config));
+  } catch (err) {
+    log.fatal({}, `cannot start: ${(err as Error).message}`);
+    await spoolDir?.release();
+    return 1;
+  }
+  const ownSpool = spoolDir;
   // The piscina pool lives in a small runner process of its own: every filter
   // run forks the process that spawns it (docs/sandbox.md, "Where the pool runs").
   const pool = new RunnerClient({
@@ -69,6 +89,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   } catch (err) {
     log.fatal({ err }, 'cannot start the filter runner process');
     await pool.destroy();
+    await ownSpool.release();
     return 1;
   }
   const metrics = createMetrics({ perUserLabels: config.metrics.perUserLabels, poolStats: () => pool.stats() });
@@ -100,6 +121,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   } catch (err) {
     log.fatal({ err }, 'cannot start');
     await Promise.allSettled([metricsServer.close(), pool.close()]);
+    await ownSpool.release();
     return 1;
   }
 
@@ -128,6 +150,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
         await server.close({ graceMs: shutdownGraceMs(config) });
         await Promise.allSettled([pool.close(), metricsServer.close()]);
         await spool.removeAll();
+        await ownSpool.release();
         log.info({}, 'stopped');
         process.off('SIGHUP', onHup);
         resolve(0);

@@ -1,16 +1,20 @@
-// The configuration schema: every key of the product contract (§3), with its
-// default, its environment variable and its command-line flag. convict
-// validates types and rejects unknown keys; the loader (./load.ts) decides
-// where values come from.
+// Runs in: every process (pure: the schema as data, and the types derived from it).
+//
+// The configuration schema: every key of the product contract
+// (docs/reference.md §3), with its default, its environment variable and its
+// command-line flag. convict validates types and rejects unknown keys; the
+// loader (./load.ts) decides where values come from. The `Config` type below
+// is derived from this very object, so the two cannot drift; so is the man
+// page per-user-milter.conf(5) (scripts/man.ts).
 import os from 'node:os';
-import path from 'node:path';
 
 /** `milter.maxConnections` -> `PER_USER_MILTER_MILTER_MAX_CONNECTIONS`. */
 export function envName(dottedKey: string): string {
   return 'PER_USER_MILTER_' + dottedKey.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/\./g, '_').toUpperCase();
 }
 
-const strings = (allowed: readonly string[]) => allowed as string[];
+/** An enumerated format: convict checks membership, the type is the union of the values. */
+const oneOf = <const T extends readonly string[]>(allowed: T): T => allowed;
 
 /** The schema without env/arg names; `withSources` adds them for every leaf. */
 const base = {
@@ -48,9 +52,9 @@ const base = {
   },
   spool: {
     dir: {
-      doc: 'Where message bodies are spooled; created 0700; stale files removed at start',
-      format: 'absolute-path',
-      default: path.join(os.tmpdir(), 'per-user-milter'),
+      doc: 'Where message bodies are spooled; created 0700, owned by the milter; stale files removed at start. Empty: $RUNTIME_DIRECTORY/spool under systemd, else a private directory made at start in the OS temporary directory and removed at exit',
+      format: 'optional-path',
+      default: '',
     },
   },
   recipients: {
@@ -131,7 +135,7 @@ const base = {
     },
     sandbox: {
       doc: 'setpriv (the launcher: user switch, no_new_privs, rlimits, contained process tree), bwrap (also private /tmp, own pid namespace, read-only system), or none (unprivileged runs only)',
-      format: strings(['setpriv', 'bwrap', 'none']),
+      format: oneOf(['setpriv', 'bwrap', 'none']),
       default: 'setpriv',
     },
     cgroup: {
@@ -152,12 +156,12 @@ const base = {
     },
     onError: {
       doc: 'What a crashed, timed-out, unsafe or odd-exit filter counts as',
-      format: strings(['accept', 'tempfail']),
+      format: oneOf(['accept', 'tempfail']),
       default: 'accept',
     },
     lineEndings: {
       doc: 'Line endings of the message on the filter stdin',
-      format: strings(['lf', 'crlf']),
+      format: oneOf(['lf', 'crlf']),
       default: 'lf',
     },
   },
@@ -176,7 +180,7 @@ const base = {
   policy: {
     mixed: {
       doc: 'When some accept and some reject: deliver, drop-rejecters or split',
-      format: strings(['deliver', 'drop-rejecters', 'split']),
+      format: oneOf(['deliver', 'drop-rejecters', 'split']),
       default: 'deliver',
     },
     rejectExtension: {
@@ -186,7 +190,7 @@ const base = {
     },
     skipAuthenticated: {
       doc: 'Accept mail from SMTP-AUTH authenticated clients without running filters',
-      format: Boolean,
+      format: 'strict-boolean',
       default: false,
     },
     trustedNetworks: {
@@ -196,17 +200,17 @@ const base = {
     },
     nonLocal: {
       doc: 'Non-local recipients vote accept (accept) or have no say (ignore)',
-      format: strings(['accept', 'ignore']),
+      format: oneOf(['accept', 'ignore']),
       default: 'accept',
     },
     dryRun: {
       doc: 'Compute, log and count verdicts but always accept',
-      format: Boolean,
+      format: 'strict-boolean',
       default: false,
     },
     oversize: {
       doc: 'Messages above milter.maxMessageSize: accept unfiltered, or reject (552 5.3.4)',
-      format: strings(['accept', 'reject']),
+      format: oneOf(['accept', 'reject']),
       default: 'accept',
     },
     rejectReply: {
@@ -228,19 +232,19 @@ const base = {
     },
     perUserLabels: {
       doc: 'Add a user label to filter metrics (watch the cardinality)',
-      format: Boolean,
+      format: 'strict-boolean',
       default: false,
     },
   },
   log: {
     level: {
       doc: 'fatal, error, warn, info, debug or trace',
-      format: strings(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
+      format: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
       default: 'info',
     },
     format: {
       doc: 'text (one line per event) or json',
-      format: strings(['text', 'json']),
+      format: oneOf(['text', 'json']),
       default: 'text',
     },
   },
@@ -290,45 +294,25 @@ function withSources(node: Node, prefix = ''): Node {
 
 export const schema = withSources(base as unknown as Node);
 
-/** The validated configuration, as plain data. */
-export interface Config {
-  milter: {
-    listen: string;
-    socketMode: string;
-    maxConnections: number;
-    progressInterval: number;
-    maxMessageSize: number;
-    user: string;
-  };
-  spool: { dir: string };
-  recipients: { localMailers: string[]; localDomains: string[]; delimiter: string; map: string; aliasMaps: string[] };
-  users: { passwdFile: string; minUid: number; maxUid: number };
-  filter: {
-    path: string;
-    timeout: number;
-    default: string;
-    rcptPath: string;
-    rcptTimeout: number;
-    maxPerUser: number;
-    sandbox: 'setpriv' | 'bwrap' | 'none';
-    cgroup: string;
-    limits: { cpuSeconds: number; memoryBytes: number; processes: number; fileSizeBytes: number; outputBytes: number };
-    exitCodes: { reject: number[]; tempfail: number[] };
-    onError: 'accept' | 'tempfail';
-    lineEndings: 'lf' | 'crlf';
-  };
-  pool: { threads: number; maxQueue: number };
-  policy: {
-    mixed: 'deliver' | 'drop-rejecters' | 'split';
-    rejectExtension: string;
-    skipAuthenticated: boolean;
-    trustedNetworks: string[];
-    nonLocal: 'accept' | 'ignore';
-    dryRun: boolean;
-    oversize: 'accept' | 'reject';
-    rejectReply: string;
-    tempfailReply: string;
-  };
-  metrics: { listen: string; perUserLabels: boolean };
-  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'; format: 'text' | 'json' };
-}
+/** A leaf's value type: the union of an enumerated format, else the type of its default. */
+type LeafValue<L> = L extends { format: infer F; default: infer D }
+  ? F extends readonly (infer U)[]
+    ? U
+    : D extends boolean
+      ? boolean
+      : D extends number
+        ? number
+        : D extends readonly number[]
+          ? number[]
+          : D extends readonly string[]
+            ? string[]
+            : string
+  : never;
+
+/** The schema's nodes as values; `siteDefault` under its public name `default` (see SCHEMA_NAMES). */
+type ValuesOf<N> = {
+  [K in keyof N as K extends 'siteDefault' ? 'default' : K]: N[K] extends { default: unknown } ? LeafValue<N[K]> : ValuesOf<N[K]>;
+};
+
+/** The validated configuration, as plain data: derived from the schema above, never written by hand. */
+export type Config = ValuesOf<typeof base>;

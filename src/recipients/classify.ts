@@ -7,17 +7,13 @@
 // else from the RCPT argument; the extension is cut at the delimiter and the
 // name lower-cased. A name that does not resolve to an account at or above
 // `users.minUid` (never root) makes the recipient non-local.
+import type { Config } from '../config/schema.js';
 import type { UserAccount } from '../users/user.js';
 import { isPlausibleUserName, parseAddress, rcptAddrUser, splitExtension } from './address.js';
 import { RecipientMap } from './map.js';
 
 /** `recipients.*` of the configuration. */
-export interface RecipientSettings {
-  localMailers: readonly string[];
-  localDomains: readonly string[];
-  delimiter: string;
-  map: string;
-}
+export type RecipientSettings = Pick<Config['recipients'], 'localMailers' | 'localDomains' | 'delimiter' | 'map'>;
 
 /** What the classifier needs from the user resolver (src/users/resolve.ts). */
 export interface UserLookup {
