@@ -6,7 +6,7 @@ import { createPerUserApplication, type AppContext } from '../app/index.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { hasFilter } from '../filter/locate.js';
-import { createLogger, type Logger } from '../log/index.js';
+import { createLogger, isJournalStream, type Logger } from '../log/index.js';
 import { createMetrics, MetricsServer } from '../metrics/index.js';
 import { RunnerClient } from '../runner/client.js';
 import { RecipientClassifier, type ClassifierOptions } from '../recipients/index.js';
@@ -34,6 +34,11 @@ function shutdownGraceMs(config: Config): number {
   return config.filter.timeout + SHUTDOWN_MARGIN_MS;
 }
 
+/** A refusal before the logger exists, on standard error; under journald with priority err. */
+function refuse(line: string): void {
+  process.stderr.write(`${isJournalStream(2) ? '<3>' : ''}per-user-milter: ${line}\n`);
+}
+
 export async function serveCommand(argv: string[]): Promise<number> {
   let args;
   let loaded;
@@ -43,7 +48,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     loaded = loadConfig({ file: args.configFile, args: args.keyArgs });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    for (const line of err.problems) process.stderr.write(`per-user-milter: config: ${line}\n`);
+    for (const line of err.problems) refuse(`config: ${line}`);
     return 1;
   }
   const { configFile: file, keyArgs } = args;
@@ -52,8 +57,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const findings = await checkStartup(config);
   const errors = findings.filter((f) => f.severity === 'error');
   if (errors.length > 0) {
-    for (const f of errors) process.stderr.write(`per-user-milter: config: ${f.text}\n`);
-    process.stderr.write('per-user-milter: not started (per-user-milter check-config shows the same)\n');
+    for (const f of errors) refuse(`config: ${f.text}`);
+    refuse('not started (per-user-milter check-config shows the same)');
     return 1;
   }
   const log: Logger = createLogger({ level: config.log.level, format: config.log.format, destination: 1 });
