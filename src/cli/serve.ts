@@ -97,7 +97,15 @@ export async function serveCommand(argv: string[]): Promise<number> {
     await ownSpool.release();
     return 1;
   }
-  const metrics = createMetrics({ perUserLabels: config.metrics.perUserLabels, poolStats: () => pool.stats() });
+  const metrics = createMetrics({
+    perUserLabels: config.metrics.perUserLabels,
+    poolStats: () => pool.stats(),
+    // Read at scrape time; the launcher adds itself here once it exists.
+    processes: () => [
+      { process: 'milter', pid: process.pid },
+      { process: 'runner', pid: pool.pid },
+    ],
+  });
   const metricsServer = new MetricsServer(config.metrics.listen, metrics.registry);
 
   const app: AppContext = {
