@@ -100,6 +100,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const metrics = createMetrics({
     perUserLabels: config.metrics.perUserLabels,
     poolStats: () => pool.stats(),
+    maxConnections: config.milter.maxConnections,
     // Read at scrape time; the launcher adds itself here once it exists.
     processes: () => [
       { process: 'milter', pid: process.pid },

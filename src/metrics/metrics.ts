@@ -62,6 +62,8 @@ export interface MetricsOptions {
   perUserLabels: boolean;
   /** Read at every scrape; absent: the pool gauges stay 0. */
   poolStats?: () => PoolGaugeSource;
+  /** `milter.maxConnections`, exported as connections_max so alerts can say "near the limit". */
+  maxConnections?: number;
   /** Read at every scrape: the processes whose RSS and CPU time are exported with a `process` label. */
   processes?: () => readonly WatchedProcess[];
   /** prom-client's default process metrics (default true). */
@@ -122,6 +124,12 @@ export class Metrics {
       help: 'Open milter connections',
       registers,
     });
+    const maxConnections = new Gauge({
+      name: `${METRIC_PREFIX}connections_max`,
+      help: 'milter.maxConnections: further connections are tempfailed and closed',
+      registers,
+    });
+    if (options.maxConnections !== undefined) maxConnections.set(options.maxConnections);
     const self = this;
     new Gauge({
       name: `${METRIC_PREFIX}pool_queue_size`,

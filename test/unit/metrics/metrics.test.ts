@@ -64,7 +64,7 @@ test('every contract metric is exposed with its type, labelled series at 0', asy
 
 test('events move the right series', async () => {
   let pool = { queueSize: 7, utilization: 0.25 };
-  const metrics = createMetrics({ perUserLabels: false, poolStats: () => pool, processMetrics: false });
+  const metrics = createMetrics({ perUserLabels: false, poolStats: () => pool, processMetrics: false, maxConnections: 256 });
   metrics.message('reject');
   metrics.message('accept');
   metrics.message('accept');
@@ -90,6 +90,7 @@ test('events move the right series', async () => {
     assert.equal(sample(body, 'per_user_milter_filter_duration_seconds_bucket{le="30",outcome="timeout"}'), 1);
     assert.equal(sample(body, 'per_user_milter_recipients_total{kind="nonlocal"}'), 2);
     assert.equal(sample(body, 'per_user_milter_connections_active'), 1);
+    assert.equal(sample(body, 'per_user_milter_connections_max'), 256);
     assert.equal(sample(body, 'per_user_milter_spool_bytes_total'), 1234);
     assert.equal(sample(body, 'per_user_milter_protocol_errors_total'), 1);
     assert.equal(sample(body, 'per_user_milter_pool_queue_size'), 7);
