@@ -25,7 +25,7 @@ const base = {
       default: 'inet:8890@127.0.0.1',
     },
     socketMode: {
-      doc: 'Permissions (octal) of a unix socket',
+      doc: 'Permissions (octal) of a unix socket. A stale socket file left by an earlier run (nobody listening) is removed at start; a live one is an error',
       format: 'file-mode',
       default: '0660',
     },
@@ -35,7 +35,7 @@ const base = {
       default: 256,
     },
     progressInterval: {
-      doc: 'Send SMFIR_PROGRESS this often (ms) while filters run at end-of-message',
+      doc: 'While filters run at end-of-message, send SMFIR_PROGRESS this often (ms) so the MTA does not time out; keep it below the MTA read timeout (Sendmail: 10 s by default)',
       format: 'positive-int',
       default: 5000,
     },
@@ -59,12 +59,12 @@ const base = {
   },
   recipients: {
     localMailers: {
-      doc: 'A recipient whose {rcpt_mailer} is one of these is local',
+      doc: 'A recipient whose {rcpt_mailer} macro (Postfix: the transport name) is one of these is local, if it resolves to a user',
       format: 'string-list',
       default: ['local'],
     },
     localDomains: {
-      doc: 'A recipient in one of these domains is local',
+      doc: 'A recipient in one of these domains is local (for MTAs or set-ups without {rcpt_mailer})',
       format: 'string-list',
       default: [] as string[],
     },
@@ -144,42 +144,42 @@ const base = {
       default: 'auto',
     },
     limits: {
-      cpuSeconds: { doc: 'RLIMIT_CPU (seconds)', format: 'positive-int', default: 20 },
-      memoryBytes: { doc: 'RLIMIT_AS (bytes)', format: 'positive-int', default: 1073741824 },
-      processes: { doc: 'RLIMIT_NPROC', format: 'positive-int', default: 64 },
-      fileSizeBytes: { doc: 'RLIMIT_FSIZE (bytes)', format: 'positive-int', default: 104857600 },
-      outputBytes: { doc: 'stdout+stderr kept; the rest is read and dropped', format: 'positive-int', default: 65536 },
+      cpuSeconds: { doc: 'RLIMIT_CPU of each filter process (seconds of CPU)', format: 'positive-int', default: 20 },
+      memoryBytes: { doc: 'RLIMIT_AS of each filter process (bytes of address space)', format: 'positive-int', default: 1073741824 },
+      processes: { doc: 'RLIMIT_NPROC: processes the user may have while the filter runs', format: 'positive-int', default: 64 },
+      fileSizeBytes: { doc: 'RLIMIT_FSIZE: largest file a filter may write (bytes)', format: 'positive-int', default: 104857600 },
+      outputBytes: { doc: 'Bytes of a filter\'s standard output and error kept for the reply text and the log; the rest is read and dropped', format: 'positive-int', default: 65536 },
     },
     exitCodes: {
       reject: { doc: 'Exit codes that mean reject', format: 'exit-code-list', default: [1] },
       tempfail: { doc: 'Exit codes that mean tempfail', format: 'exit-code-list', default: [75] },
     },
     onError: {
-      doc: 'What a crashed, timed-out, unsafe or odd-exit filter counts as',
+      doc: 'What a filter that crashes, times out, is unsafe or exits with another code counts as: accept, or tempfail',
       format: oneOf(['accept', 'tempfail']),
       default: 'accept',
     },
     lineEndings: {
-      doc: 'Line endings of the message on the filter stdin',
+      doc: 'Line endings of the message on the filter\'s standard input: lf or crlf',
       format: oneOf(['lf', 'crlf']),
       default: 'lf',
     },
   },
   pool: {
     threads: {
-      doc: 'piscina worker threads',
+      doc: 'Worker threads (in the filter runner process) that drive filter processes. Filters that wait on a network scanner use little CPU: more threads than CPUs can be right for them',
       format: 'positive-int',
       default: Math.max(1, os.availableParallelism()),
     },
     maxQueue: {
-      doc: 'Queued filter runs beyond this tempfail the message (4.3.2 busy)',
+      doc: 'Filter runs waiting beyond this tempfail a new message (451 4.3.2 busy) at once instead of holding it until the MTA times out',
       format: 'nat',
       default: 1000,
     },
   },
   policy: {
     mixed: {
-      doc: 'When some accept and some reject: deliver, drop-rejecters or split',
+      doc: 'When some users accept and some reject: deliver to all; drop-rejecters (remove the rejecting users\' recipients with SMFIR_DELRCPT); split (answer every further user with a filter 452 4.5.3 at RCPT, so each gets a transaction of their own and an exact verdict)',
       format: oneOf(['deliver', 'drop-rejecters', 'split']),
       default: 'deliver',
     },
@@ -204,7 +204,7 @@ const base = {
       default: 'accept',
     },
     dryRun: {
-      doc: 'Compute, log and count verdicts but always accept',
+      doc: 'Compute, log and count verdicts but never change any reply (no reject, no 452 split, no DELRCPT)',
       format: 'strict-boolean',
       default: false,
     },
@@ -226,24 +226,24 @@ const base = {
   },
   metrics: {
     listen: {
-      doc: 'HOST:PORT of the Prometheus endpoint /metrics; empty disables',
+      doc: 'HOST:PORT ([IPv6]:PORT) of the Prometheus endpoint /metrics; empty disables it. Metrics tell who gets mail: keep it on loopback or behind a firewall',
       format: 'metrics-listen',
       default: '127.0.0.1:9464',
     },
     perUserLabels: {
-      doc: 'Add a user label to filter metrics (watch the cardinality)',
+      doc: 'Add a user label to the filter run counters (never to histograms): one series per user and outcome, so for small sites',
       format: 'strict-boolean',
       default: false,
     },
   },
   log: {
     level: {
-      doc: 'fatal, error, warn, info, debug or trace',
+      doc: 'Least severe level logged: fatal, error, warn, info (one line per message), debug or trace',
       format: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
       default: 'info',
     },
     format: {
-      doc: 'text (one line per event) or json',
+      doc: 'text: one line per event, like other milters\' syslog lines, with the queue id (under journald with a syslog priority and no time of its own); json: one JSON object per line, for log pipelines',
       format: oneOf(['text', 'json']),
       default: 'text',
     },
