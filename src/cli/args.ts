@@ -1,3 +1,5 @@
+// Runs in: milter process (the commands serve, check-config, try).
+//
 // Splits the words after a subcommand into --config FILE, --dotted.key VALUE
 // pairs (handed to convict) and whatever else the subcommand takes.
 import { ConfigError } from '../config/load.js';

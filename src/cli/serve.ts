@@ -1,3 +1,5 @@
+// Runs in: milter process (the composition root).
+//
 // `per-user-milter serve`: the composition root. Builds every part from the
 // configuration, wires them together, and handles signals: SIGTERM/SIGINT
 // drain and exit 0, SIGHUP reloads the configuration without dropping

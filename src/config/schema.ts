@@ -252,14 +252,14 @@ const base = {
 
 /**
  * convict takes any schema node with a `default` property for a leaf, so a
- * key that is itself called `default` (contract: filter.default) lives in
+ * key that is itself called `default` (docs/reference.md §3: filter.default) lives in
  * the schema under another name. Public name -> schema name; the loader
  * translates the file, and the result, through this table.
  */
 export const SCHEMA_NAMES: Readonly<Record<string, string>> = { 'filter.default': 'filter.siteDefault' };
 const PUBLIC_NAMES: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(SCHEMA_NAMES).map(([k, v]) => [v, k]));
 
-/** The public (contract) name of a schema leaf. */
+/** The public name of a schema leaf (docs/reference.md §3). */
 export function publicName(schemaName: string): string {
   return PUBLIC_NAMES[schemaName] ?? schemaName;
 }

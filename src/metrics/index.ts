@@ -1,3 +1,5 @@
-// Prometheus metrics (contract §6).
+// Runs in: milter process (re-exports).
+//
+// Prometheus metrics (docs/reference.md §6).
 export * from './metrics.js';
 export * from './server.js';

@@ -1,3 +1,5 @@
+// Runs in: milter process.
+//
 // The /metrics endpoint on `metrics.listen` (`HOST:PORT`, `[::1]:PORT`;
 // empty disables it). Loopback by default: metrics tell who gets mail.
 import http from 'node:http';
