@@ -34,7 +34,7 @@ const FORMAT_TEXT: Readonly<Record<string, string>> = {
   'listen-spec': 'socket',
   'file-mode': 'octal mode',
   'positive-int': 'positive integer',
-  nat: 'integer, 0 or more',
+  'non-negative-int': 'integer, 0 or more',
   'absolute-path': 'absolute path',
   'optional-path': 'empty, or an absolute path',
   'filter-path': 'path: absolute, or ~/ for the home; %u is the user name',

@@ -91,6 +91,13 @@ function addFormats(): void {
       },
       coerce: (v: unknown) => (typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v),
     },
+    // Not convict's 'nat': its parseInt reads "12abc" from the environment as 12.
+    'non-negative-int': {
+      validate(v: unknown) {
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail('must be an integer, 0 or more');
+      },
+      coerce: (v: unknown) => (typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v),
+    },
     'absolute-path': {
       validate(v: unknown) {
         if (typeof v !== 'string' || !path.isAbsolute(v)) fail('must be an absolute path');

@@ -173,7 +173,7 @@ const base = {
     },
     maxQueue: {
       doc: 'Filter runs waiting beyond this tempfail a new message (451 4.3.2 busy) at once instead of holding it until the MTA times out',
-      format: 'nat',
+      format: 'non-negative-int',
       default: 1000,
     },
   },

@@ -119,6 +119,15 @@ test('the socket validators are the real parsers, hints included', () => {
   assert.equal(loadConfig({ env: {}, args: ['--metrics.listen='] }).config.metrics.listen, '');
 });
 
+test('numbers from the environment are whole words: "12abc" is an error, not 12', () => {
+  for (const [key, bad] of [['pool.maxQueue', '12abc'], ['milter.maxConnections', '1e3'], ['pool.maxQueue', '-1'], ['filter.timeout', '']] as const) {
+    const p = problems(() => loadConfig({ env: { [envName(key)]: bad }, args: [] }));
+    assert.equal(p.length, 1, `${key}=${bad}: ${p.join(' | ')}`);
+    assert.ok(p[0]?.startsWith(`${key}: must be`), p[0]);
+  }
+  assert.equal(loadConfig({ env: { PER_USER_MILTER_POOL_MAX_QUEUE: '0' }, args: [] }).config.pool.maxQueue, 0);
+});
+
 test('spool.dir defaults to empty (decided at start), and exit-code lists from the environment are checked', () => {
   assert.equal(loadConfig({ env: {}, args: [] }).config.spool.dir, '');
   assert.deepEqual(loadConfig({ env: { PER_USER_MILTER_FILTER_EXIT_CODES_REJECT: '1, 2' }, args: [] }).config.filter.exitCodes.reject, [1, 2]);
