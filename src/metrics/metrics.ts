@@ -189,7 +189,12 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
-    const processes = options.processes;
+    // Each series reads /proc once per scrape; a process that is gone has no series (not a stale value).
+    const usages = () =>
+      (options.processes?.() ?? []).flatMap((p) => {
+        const usage = p.pid === null ? null : readProcessUsage(p.pid);
+        return usage ? [{ labels: { process: p.process }, ...usage }] : [];
+      });
     new Gauge({
       name: `${METRIC_PREFIX}process_resident_memory_bytes`,
       help: "Resident memory of per-user-milter's own processes (milter, runner, launcher), from /proc at scrape time",
@@ -197,10 +202,7 @@ export class Metrics {
       registers,
       collect() {
         this.reset();
-        for (const p of processes?.() ?? []) {
-          const usage = p.pid === null ? null : readProcessUsage(p.pid);
-          if (usage) this.set({ process: p.process }, usage.residentBytes);
-        }
+        for (const u of usages()) this.set(u.labels, u.residentBytes);
       },
     });
     new Counter({
@@ -210,10 +212,7 @@ export class Metrics {
       registers,
       collect() {
         this.reset();
-        for (const p of processes?.() ?? []) {
-          const usage = p.pid === null ? null : readProcessUsage(p.pid);
-          if (usage) this.inc({ process: p.process }, usage.cpuSeconds);
-        }
+        for (const u of usages()) this.inc(u.labels, u.cpuSeconds);
       },
     });
     new Gauge({
