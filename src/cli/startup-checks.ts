@@ -52,7 +52,8 @@ function checkRecipientMap(config: Config): Promise<Finding[]> | Finding[] {
   if (config.recipients.map === '') return [];
   return RecipientMap.load(config.recipients.map).then(
     () => [],
-    (err: Error) => [error(`recipients.map: ${err.message.replace(/^(\S+): (ENOENT|EACCES)\b.*$/, (_m, f: string, code: string) => `${f}: ${code === 'ENOENT' ? 'no such file' : 'permission denied'}`)}`)],
+    // "FILE: ENOENT: no such file or directory, open 'FILE'" -> "FILE: no such file".
+    (err: Error) => [error(`recipients.map: ${err.message.replace(/: (ENOENT|EACCES): .*$/, (_m, code: string) => `: ${code === 'ENOENT' ? 'no such file' : 'permission denied'}`)}`)],
   );
 }
 
