@@ -119,3 +119,55 @@ test('check-config on the built-in defaults says where the spool would be', () =
   assert.match(s.stderr, /^spool: \/run\/per-user-milter\/spool \(\$RUNTIME_DIRECTORY\/spool/m);
   assert.equal((JSON.parse(r.stdout) as { spool: { dir: string } }).spool.dir, '');
 });
+
+/** Starts serve on an ephemeral port, waits for "spool ready", stops it with SIGTERM; returns the spool directory it used. */
+async function serveOnce(env: NodeJS.ProcessEnv, whileRunning: (spoolDir: string) => void): Promise<{ code: number | null; out: string; spoolDir: string }> {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [MAIN, 'serve', '--milter.listen', 'inet:0@127.0.0.1', '--metrics.listen', '', '--pool.threads', '1'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const until = Date.now() + 30_000;
+  while (!/milter listening/.test(out)) {
+    if (Date.now() > until || child.exitCode !== null) {
+      child.kill('SIGKILL');
+      throw new Error(`serve did not start:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const spoolDir = /spool ready spoolDir=(\S+)/.exec(out)?.[1] ?? '';
+  try {
+    whileRunning(spoolDir);
+  } finally {
+    child.kill('SIGTERM');
+  }
+  return { code: await exited, out, spoolDir };
+}
+
+test('spool.dir empty: a private mkdtemp directory, 0700 and ours, removed at exit; under systemd $RUNTIME_DIRECTORY/spool', async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pum-spool-'));
+  try {
+    // Somebody else's directory at the old fixed name changes nothing.
+    fs.mkdirSync(path.join(tmp, 'per-user-milter'), { mode: 0o777 });
+    const a = await serveOnce({ TMPDIR: tmp }, (dir) => {
+      assert.match(dir, new RegExp(`^${tmp}/per-user-milter-[A-Za-z0-9]{6}$`));
+      const st = fs.statSync(dir);
+      assert.equal(st.mode & 0o777, 0o700);
+      assert.equal(st.uid, process.getuid?.());
+    });
+    assert.equal(a.code, 0, a.out);
+    assert.ok(!fs.existsSync(a.spoolDir), 'removed at exit');
+
+    const run = path.join(tmp, 'run');
+    fs.mkdirSync(run);
+    const b = await serveOnce({ TMPDIR: tmp, RUNTIME_DIRECTORY: run }, (dir) => assert.equal(dir, path.join(run, 'spool')));
+    assert.equal(b.code, 0, b.out);
+    assert.equal(fs.statSync(path.join(run, 'spool')).mode & 0o777, 0o700, 'the runtime directory is systemd\'s to remove');
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
