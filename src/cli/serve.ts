@@ -1,4 +1,4 @@
-// Runs in: the milter process.
+// Runs in: the milter process (the composition root).
 //
 // `per-user-milter serve`: the composition root. Builds every part from the
 // configuration, wires them together, and handles signals: SIGTERM/SIGINT
@@ -9,16 +9,15 @@ import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { errorReply } from '../errors.js';
 import { hasFilter } from '../filter/locate.js';
-import { ownPrivileges } from '../filter/privileges.js';
-import { sandboxWarnings } from '../filter/sandbox.js';
-import { createLogger, type Logger } from '../log/index.js';
+import { createLogger, isJournalStream, type Logger } from '../log/index.js';
 import { createMetrics, MetricsServer, type Metrics } from '../metrics/index.js';
 import { RunnerClient } from '../runner/client.js';
 import { RecipientClassifier, type ClassifierOptions } from '../recipients/index.js';
 import { MilterServer } from '../server/server.js';
-import { Spool } from '../spool/index.js';
+import { Spool, makeSpoolDir, planSpoolDir, type SpoolDirectory } from '../spool/index.js';
 import { createUserResolver } from '../users/resolve.js';
 import { splitConfigArgs } from './args.js';
+import { checkStartup } from './startup-checks.js';
 import { SHUTDOWN_MARGIN_MS } from '../timeouts.js';
 
 /** Keys that only take effect at start: a reload that changes them says so. */
@@ -38,6 +37,11 @@ function shutdownGraceMs(config: Config): number {
   return config.filter.timeout + SHUTDOWN_MARGIN_MS;
 }
 
+/** A refusal before the logger exists, on standard error; under journald with priority err. */
+function refuse(line: string): void {
+  process.stderr.write(`${isJournalStream(2) ? '<3>' : ''}per-user-milter: ${line}\n`);
+}
+
 export async function serveCommand(argv: string[]): Promise<number> {
   let args;
   let loaded;
@@ -47,37 +51,69 @@ export async function serveCommand(argv: string[]): Promise<number> {
     loaded = loadConfig({ file: args.configFile, args: args.keyArgs });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    for (const line of err.problems) process.stderr.write(`per-user-milter: config: ${line}\n`);
+    for (const line of err.problems) refuse(`config: ${line}`);
     return 1;
   }
   const { configFile: file, keyArgs } = args;
   let config = loaded.config;
+  // What check-config checks, serve checks before it starts anything.
+  const findings = await checkStartup(config);
+  const errors = findings.filter((f) => f.severity === 'error');
+  if (errors.length > 0) {
+    for (const f of errors) refuse(`config: ${f.text}`);
+    refuse('not started (per-user-milter check-config shows the same)');
+    return 1;
+  }
   const log: Logger = createLogger({ level: config.log.level, format: config.log.format, destination: 1 });
   log.info({ config: loaded.file ?? 'built-in defaults' }, 'per-user-milter starting');
-  for (const w of sandboxWarnings(config.filter.sandbox, ownPrivileges().switchUsers)) log.warn({}, w);
+  for (const f of findings) log.warn({}, f.text);
 
-  // The pool gauges are pointed at the runner once it exists.
-  const metrics = createMetrics({ perUserLabels: config.metrics.perUserLabels });
-  const { spool, staleRemoved } = await Spool.open(config.spool.dir);
-  log.info({ spoolDir: config.spool.dir, staleRemoved }, 'spool ready');
-  const classifier = await RecipientClassifier.create(classifierOptions(config, metrics));
+  // Metrics first: the user resolver counts its lookups. The pool gauges and
+  // the helper processes are read at scrape time, once they exist.
+  let pool: RunnerClient | undefined;
+  const metrics = createMetrics({
+    perUserLabels: config.metrics.perUserLabels,
+    poolStats: () => pool?.stats() ?? { queueSize: 0, utilization: 0 },
+    maxConnections: config.milter.maxConnections,
+    processes: () => [
+      { process: 'milter', pid: process.pid },
+      { process: 'runner', pid: pool?.pid ?? null },
+    ],
+  });
+  // Anything that still fails on the way up is a fatal line and exit 1, never a stack trace.
+  let spoolDir: SpoolDirectory | undefined;
+  let spool: Spool;
+  let classifier: RecipientClassifier;
+  try {
+    spoolDir = await makeSpoolDir(planSpoolDir(config.spool.dir));
+    const opened = await Spool.open(spoolDir.dir);
+    spool = opened.spool;
+    log.info({ spoolDir: spoolDir.dir, staleRemoved: opened.staleRemoved }, 'spool ready');
+    classifier = await RecipientClassifier.create(classifierOptions(config, metrics));
+  } catch (err) {
+    log.fatal({}, `cannot start: ${(err as Error).message}`);
+    await spoolDir?.release();
+    return 1;
+  }
+  const ownSpool = spoolDir;
   // The piscina pool lives in a small runner process of its own: every filter
   // run forks the process that spawns it (docs/sandbox.md, "Where the pool runs").
-  const pool = new RunnerClient({
+  const runner = new RunnerClient({
     threads: config.pool.threads,
     maxQueue: config.pool.maxQueue,
     maxPerUser: config.filter.maxPerUser,
     onUnexpectedExit: (how, failedJobs) => log.error({ failedJobs }, `filter runner process ${how}; its jobs are tempfailed, the next job starts a new one`),
     onStrayOutput: (line) => log.warn({ line: line.slice(0, 200) }, 'filter runner printed something that is not an answer'),
   });
+  pool = runner;
   try {
-    await pool.ready();
+    await runner.ready();
   } catch (err) {
     log.fatal({ err }, 'cannot start the filter runner process');
-    await pool.destroy();
+    await runner.destroy();
+    await ownSpool.release();
     return 1;
   }
-  metrics.setPoolStats(() => pool.stats());
   const metricsServer = new MetricsServer(config.metrics.listen, metrics.registry);
 
   const app: AppContext = {
@@ -85,7 +121,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     classify: (input) => classifier.classify(input),
     hasFilter: (user) => hasFilter(user, config.filter.path),
     spool,
-    runner: pool,
+    runner,
     metrics,
     log,
   };
@@ -107,7 +143,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
     });
   } catch (err) {
     log.fatal({ err }, 'cannot start');
-    await Promise.allSettled([metricsServer.close(), pool.close()]);
+    await Promise.allSettled([metricsServer.close(), runner.close()]);
+    await ownSpool.release();
     return 1;
   }
 
@@ -115,7 +152,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     try {
       const next = loadConfig({ file, args: keyArgs }).config;
       await classifier.reload(classifierOptions(next, metrics));
-      pool.setMaxPerUser(next.filter.maxPerUser);
+      runner.setMaxPerUser(next.filter.maxPerUser);
       const ignored = RESTART_KEYS.filter((k) => JSON.stringify(get(next, k)) !== JSON.stringify(get(config, k)));
       if (ignored.length > 0) log.warn({ keys: ignored.join(',') }, 'reload: these keys take effect only after a restart');
       log.level = next.log.level;
@@ -135,8 +172,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
       log.info({ signal }, 'stopping: no new connections, finishing messages in flight');
       void (async () => {
         await server.close({ graceMs: shutdownGraceMs(config) });
-        await Promise.allSettled([pool.close(), metricsServer.close()]);
+        await Promise.allSettled([runner.close(), metricsServer.close()]);
         await spool.removeAll();
+        await ownSpool.release();
         log.info({}, 'stopped');
         process.off('SIGHUP', onHup);
         resolve(0);

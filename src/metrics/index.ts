@@ -1,5 +1,5 @@
 // Runs in: the milter process.
 //
-// Prometheus metrics (contract §6).
+// Prometheus metrics (docs/reference.md §6).
 export * from './metrics.js';
 export * from './server.js';

@@ -11,17 +11,13 @@
 // `users.minUid` (never root) makes the recipient non-local; a lookup that
 // fails with an error (PUM_ERR_USER_LOOKUP from the resolver) is thrown on,
 // never taken for "no such user".
+import type { Config } from '../config/schema.js';
 import type { UserAccount } from '../users/user.js';
 import { isPlausibleUserName, parseAddress, rcptAddrUser, splitExtension } from './address.js';
 import { RecipientMap } from './map.js';
 
 /** `recipients.*` of the configuration. */
-export interface RecipientSettings {
-  localMailers: readonly string[];
-  localDomains: readonly string[];
-  delimiter: string;
-  map: string;
-}
+export type RecipientSettings = Pick<Config['recipients'], 'localMailers' | 'localDomains' | 'delimiter' | 'map'>;
 
 /** What the classifier needs from the user resolver (src/users/resolve.ts). */
 export interface UserLookup {

@@ -6,3 +6,4 @@ export * from './header.js';
 export * from './line-endings.js';
 export * from './raw.js';
 export * from './spool.js';
+export * from './location.js';

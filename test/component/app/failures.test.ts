@@ -113,7 +113,8 @@ describe('our own failures through a running serve: 451 4.3.x, a log line, a cou
     }
     const line = messageLine(m, 'QGONE');
     assert.equal(line.action, 'tempfail');
-    assert.equal(line.reason, 'PUM_ERR_SPOOL_UNREADABLE');
+    assert.equal(line.code, 'PUM_ERR_SPOOL_UNREADABLE');
+    assert.equal(line.reason, 'spool');
     assert.match(String(line.error), /cannot open spool file .*ENOENT/);
     assert.deepEqual(line.failed, ['alice']);
     assert.deepEqual(line.users, []);
@@ -149,7 +150,8 @@ describe('our own failures through a running serve: 451 4.3.x, a log line, a cou
       }
       const line = messageLine(m, 'QFULL');
       assert.equal(line.action, 'tempfail');
-      assert.equal(line.reason, 'PUM_ERR_SPOOL_WRITE');
+      assert.equal(line.code, 'PUM_ERR_SPOOL_WRITE');
+      assert.equal(line.reason, 'spool');
       assert.match(String(line.error), /ENOSPC/);
       assert.equal(messageLine(m, 'QSMALL').action, 'accept');
       assert.doesNotMatch(m.log(), /handler failed; answering tempfail/, 'answered by the application, not the engine fallback');
@@ -200,7 +202,8 @@ describe('our own failures through a running serve: 451 4.3.x, a log line, a cou
     assert.equal(r.queueId, 'QLOOKUP');
     assert.equal(r.rcpt, `<bob@example.test>`);
     assert.equal(r.action, 'tempfail');
-    assert.equal(r.reason, 'PUM_ERR_USER_LOOKUP');
+    assert.equal(r.code, 'PUM_ERR_USER_LOOKUP');
+    assert.equal(r.reason, 'lookup');
     assert.match(String(r.error), /ENOENT/);
     const text = await scrape(METRICS_PORT);
     assert.equal(metricValue(text, 'per_user_milter_internal_errors_total', 'reason="lookup"'), 1);
@@ -241,7 +244,8 @@ describe('our own failures through a running serve: 451 4.3.x, a log line, a cou
     }
     const line = messageLine(m, 'QKILLED');
     assert.equal(line.action, 'tempfail');
-    assert.equal(line.reason, 'PUM_ERR_RUNNER_GONE');
+    assert.equal(line.code, 'PUM_ERR_RUNNER_GONE');
+    assert.equal(line.reason, 'runner');
     assert.match(String(line.error), /killed by SIGKILL/);
     assert.deepEqual(line.failed, ['alice']);
     assert.match(m.log(), /filter runner process killed by SIGKILL; its jobs are tempfailed/);

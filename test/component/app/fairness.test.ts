@@ -165,7 +165,8 @@ describe('fairness and fan-out through a running serve', { concurrency: false },
     }
     const line = events(m.log(), 'message').find((l) => l.queueId === 'QREFUSED');
     assert.equal(line?.action, 'tempfail');
-    assert.equal(line?.reason, 'PUM_ERR_POOL_FULL');
+    assert.equal(line?.code, 'PUM_ERR_POOL_FULL');
+    assert.equal(line?.reason, 'pool_full');
     assert.deepEqual(line?.failed, ['bob']);
     const text = await scrape(METRICS_PORT);
     assert.equal(metricValue(text, 'per_user_milter_internal_errors_total', 'reason="pool_full"'), 1);

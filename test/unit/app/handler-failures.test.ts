@@ -105,7 +105,7 @@ describe('PerUserHandler: failures of ours inside a step', () => {
     assert.deepEqual(f.durations, ['tempfail']);
     const [line, ...more] = messageLines(f);
     assert.equal(more.length, 0);
-    assert.equal(line?.reason, 'PUM_ERR_SPOOL_WRITE');
+    assert.equal(line?.code, 'PUM_ERR_SPOOL_WRITE');
     assert.equal(line?.queueId, 'QH1');
     // The MTA sends nothing more for this message; if it did, nothing is answered or counted twice.
     assert.equal(await h.eom(), 'continue');
@@ -132,7 +132,7 @@ describe('PerUserHandler: failures of ours inside a step', () => {
     assert.equal(await h.data(), 'continue');
     assert.deepEqual(await h.eom(), errorReply('PUM_ERR_INTERNAL'));
     assert.deepEqual(f.internal, ['other']);
-    assert.equal(messageLines(f)[0]?.reason, 'PUM_ERR_INTERNAL');
+    assert.equal(messageLines(f)[0]?.code, 'PUM_ERR_INTERNAL');
     assert.ok(f.lines.some((l) => (l.obj.err as Error | undefined)?.message === 'bug'));
     assert.deepEqual(f.removed, ['/spool/msg-1']);
   });
@@ -149,7 +149,7 @@ describe('PerUserHandler: failures of ours inside a step', () => {
     assert.deepEqual(f.internal, ['lookup']);
     const r = f.lines.find((l) => l.obj.event === 'recipient')?.obj;
     assert.equal(r?.rcpt, '<bob@x.test>');
-    assert.equal(r?.reason, 'PUM_ERR_USER_LOOKUP');
+    assert.equal(r?.code, 'PUM_ERR_USER_LOOKUP');
     assert.deepEqual(f.actions, [], 'no message answered');
   });
 });

@@ -104,7 +104,7 @@ describe('askFilters failure rules', () => {
     assert.deepEqual(a.seen.answered.map(([act]) => act), ['tempfail']);
     const line = messageLine(lines);
     assert.equal(line.action, 'tempfail');
-    assert.equal(line.reason, 'PUM_ERR_POOL_FULL');
+    assert.equal(line.code, 'PUM_ERR_POOL_FULL');
     assert.deepEqual(line.failed, ['alice', 'bob']);
     assert.equal(line.queueId, 'Q1');
     assert.equal(line.from, 's@y.test');
@@ -121,7 +121,7 @@ describe('askFilters failure rules', () => {
     assert.deepEqual(a.seen.internal, ['spool']);
     assert.deepEqual(a.seen.runs, ['alice=reject']);
     const line = messageLine(lines);
-    assert.equal(line.reason, 'PUM_ERR_SPOOL_UNREADABLE');
+    assert.equal(line.code, 'PUM_ERR_SPOOL_UNREADABLE');
     assert.match(String(line.error), /ENOENT/);
     assert.deepEqual(line.failed, ['bob']);
     assert.deepEqual((line.users as Array<{ user: string; outcome: string }>).map((u) => `${u.user}=${u.outcome}`), ['alice=reject']);
@@ -143,7 +143,7 @@ describe('askFilters failure rules', () => {
     const r = await askFilters(a, connWith(log), transaction(['alice']), '/nonexistent/spool', performance.now());
     assert.deepEqual(r.reply, errorReply('PUM_ERR_INTERNAL'));
     assert.deepEqual(a.seen.internal, ['other']);
-    assert.equal(messageLine(lines).reason, 'PUM_ERR_INTERNAL');
+    assert.equal(messageLine(lines).code, 'PUM_ERR_INTERNAL');
     assert.ok(lines.some((l) => l.msg === 'internal error' && (l.obj.err as Error).message === 'worker died'));
   });
 

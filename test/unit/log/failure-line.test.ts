@@ -1,5 +1,6 @@
 // The per-message text line of a message tempfailed by a failure of ours
-// carries its reason (the PumError code), the users whose run failed, and
+// carries its reason (the internal_errors_total label) and code (the
+// PumError code), the users whose run failed, and
 // what failed, quoted so a value cannot forge fields.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,12 +13,13 @@ test('reason, failed users and error follow the action', () => {
       rcpts: 2,
       users: [{ user: 'alice', outcome: 'reject', exit: 1, ms: 12 }],
       action: 'tempfail',
-      reason: 'PUM_ERR_SPOOL_UNREADABLE',
+      reason: 'spool',
+      code: 'PUM_ERR_SPOOL_UNREADABLE',
       failed: ['bob'],
       error: 'cannot open spool file /s/msg-1: ENOENT',
       reply: '451 4.3.0 Temporary local problem in per-recipient filtering, try again later',
     }),
-    'from=<s@x> rcpts=2 alice=reject(1,12ms) action=tempfail reason=PUM_ERR_SPOOL_UNREADABLE failed=bob error="cannot open spool file /s/msg-1: ENOENT" reply="451 4.3.0 Temporary local problem in per-recipient filtering, try again later"',
+    'from=<s@x> rcpts=2 alice=reject(1,12ms) action=tempfail reason=spool code=PUM_ERR_SPOOL_UNREADABLE failed=bob error="cannot open spool file /s/msg-1: ENOENT" reply="451 4.3.0 Temporary local problem in per-recipient filtering, try again later"',
   );
 });
 
@@ -30,11 +32,12 @@ test('a pool-full refusal: no user ran, all named as failed, one line', () => {
     from: 'a@b',
     users: [],
     action: 'tempfail',
-    reason: 'PUM_ERR_POOL_FULL',
+    reason: 'pool_full',
+    code: 'PUM_ERR_POOL_FULL',
     failed: ['alice', 'bob'],
     error: '3 filter runs already waiting (pool.maxQueue 0)\nx=forged',
     msg: 'message',
   });
   assert.equal(line.split('\n').length, 2, 'one line');
-  assert.match(line, /^2026-12-02T10:00:00Z error Q9: from=<a@b> action=tempfail reason=PUM_ERR_POOL_FULL failed=alice,bob error="3 filter runs already waiting \(pool\.maxQueue 0\)\\nx=forged"\n$/);
+  assert.match(line, /^2026-12-02T10:00:00Z error Q9: from=<a@b> action=tempfail reason=pool_full code=PUM_ERR_POOL_FULL failed=alice,bob error="3 filter runs already waiting \(pool\.maxQueue 0\)\\nx=forged"\n$/);
 });
