@@ -154,6 +154,14 @@ export interface MilterHandler {
   close?(): MaybePromise<void>;
 }
 
+/** Every step a handler answers: the SMTP steps plus end of message. */
+export type HandlerStep = Step | 'eom';
+
+/** One handler method call as data: which method, with which arguments (built by the session, made by the connection). */
+export type HandlerCall = {
+  readonly [S in HandlerStep]: { readonly step: S; readonly args: Parameters<NonNullable<MilterHandler[S]>> };
+}[HandlerStep];
+
 /** Current macros, with libmilter's scoping: the latest stage wins, later stages are cleared by earlier commands. */
 export interface MacroReader {
   /** 'i' and '{i}' name the same macro. Value as a byte string, or undefined when the MTA did not send it. */
@@ -212,7 +220,7 @@ export interface MilterEvents {
   connectionClosed?(info: { id: number; peer: string; reason: CloseReason; durationMs: number }): void;
   protocolError?(info: { id: number; reason: ProtocolErrorReason; message: string }): void;
   /** A handler method threw or rejected; the engine answered TEMPFAIL. */
-  handlerError?(info: { id: number; step: Step | 'eom' | 'abort' | 'close'; error: unknown }): void;
+  handlerError?(info: { id: number; step: HandlerStep | 'abort' | 'close'; error: unknown }): void;
   /** One SMFIR_PROGRESS was sent while eom() ran. */
   progressSent?(info: { id: number }): void;
 }

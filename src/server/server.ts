@@ -7,6 +7,7 @@ import type { CustomReply, MilterApplication, MilterEvents, MilterLogger } from 
 import { DEFAULT_MAX_FRAME_LENGTH } from '../milter/constants.js';
 import { formatSocketSpec, parseSocketSpec, type SocketSpec } from '../milter/socket-spec.js';
 import { MilterConnection, type ConnectionSettings } from './connection.js';
+import { refusal } from './refusal.js';
 import { prepareUnixSocketPath, removeUnixSocket } from './unix-socket.js';
 import { CONNECTION_IDLE_MS, REFUSED_IDLE_MS } from '../timeouts.js';
 
@@ -32,7 +33,7 @@ export interface MilterServerOptions {
   readonly events?: MilterEvents;
   /** Answer when a handler throws. Default `451 4.3.0 …`: a tempfail, never a reject. */
   readonly errorReply?: CustomReply;
-  /** Answer to the first step of a connection over maxConnections. Default `421 4.3.2 …`: the MTA closes the SMTP session. */
+  /** Answer to the first step of a connection over maxConnections; must be a 421. Default `421 4.3.2 …`: the MTA closes the SMTP session. */
   readonly refuseReply?: CustomReply;
   /** Answer to a still-open transaction during shutdown. Default `451 4.3.2 …`. */
   readonly shutdownReply?: CustomReply;
@@ -55,6 +56,8 @@ export class MilterServer {
   private constructor(
     private readonly server: Server,
     private readonly settings: ConnectionSettings,
+    /** The settings of a connection over maxConnections: the refusal as its application, a short idle limit. */
+    private readonly refusedSettings: ConnectionSettings,
     private readonly maxConnections: number,
     private readonly log: MilterLogger,
     private readonly events: MilterEvents,
@@ -81,10 +84,15 @@ export class MilterServer {
       if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be a non-negative integer, got ${value}`);
     }
     const refuseReply = options.refuseReply ?? { code: '421', text: '4.3.2 Too many connections to the mail filter, try again later' };
+    const refusedSettings: ConnectionSettings = {
+      ...settings,
+      application: refusal(options.application.declaration, refuseReply),
+      idleTimeout: Math.min(settings.idleTimeout || REFUSED_IDLE_MS, REFUSED_IDLE_MS),
+    };
 
     const server = createServer({ pauseOnConnect: true });
-    const instance = new MilterServer(server, settings, maxConnections, log, events, spec);
-    server.on('connection', (socket) => instance.accept(socket, refuseReply));
+    const instance = new MilterServer(server, settings, refusedSettings, maxConnections, log, events, spec);
+    server.on('connection', (socket) => instance.accept(socket));
     server.on('error', (error) => log.error({ err: error }, 'listener error'));
 
     if (spec.kind === 'unix') {
@@ -118,16 +126,13 @@ export class MilterServer {
     return this.connections.size + this.refused.size;
   }
 
-  private accept(socket: Socket, refuseReply: CustomReply): void {
+  private accept(socket: Socket): void {
     if (this.closing) {
       socket.destroy();
       return;
     }
     const over = this.connections.size >= this.maxConnections;
-    const settings: ConnectionSettings = over
-      ? { ...this.settings, refuseReply, idleTimeout: Math.min(this.settings.idleTimeout || REFUSED_IDLE_MS, REFUSED_IDLE_MS) }
-      : this.settings;
-    const connection = new MilterConnection(socket, settings);
+    const connection = new MilterConnection(socket, over ? this.refusedSettings : this.settings);
     const registry = over ? this.refused : this.connections;
     registry.add(connection);
     if (over) {
@@ -191,9 +196,4 @@ function listen(server: Server, options: { path?: string; port?: number; host?: 
       resolve();
     });
   });
-}
-
-/** Convenience: `await startMilterServer({...})`. */
-export function startMilterServer(options: MilterServerOptions): Promise<MilterServer> {
-  return MilterServer.start(options);
 }

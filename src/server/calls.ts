@@ -1,0 +1,120 @@
+// Runs in: the milter process.
+//
+// The application's side of one connection: its handler, made once
+// negotiation succeeded; each call the session asks for; and what comes back
+// turned into the packets to write (src/milter/result.ts). Whatever the
+// application throws stays here: a failed call answers the error reply (a
+// tempfail, never a reject) and leaves a log line and a handlerError event;
+// a failed abort() or close() leaves the log line and the event only.
+import type {
+  ConnectionContext,
+  CustomReply,
+  HandlerCall,
+  HandlerStep,
+  MilterApplication,
+  MilterEvents,
+  MilterHandler,
+  MilterLogger,
+  NegotiatedOptions,
+} from '../milter/application.js';
+import { answerPackets, closesSession, ownReplyPacket } from '../milter/result.js';
+
+/** What one call came to. */
+export interface Answer {
+  /** The packets to write, in order; none when no reply is owed. */
+  readonly packets: readonly Buffer[];
+  /** The handler threw or answered something that cannot be sent. */
+  readonly failed: boolean;
+  /** The answer ends the SMTP session (a 421): hang up after writing it. */
+  readonly closes: boolean;
+}
+
+export interface CallSettings {
+  readonly application: MilterApplication;
+  readonly log: MilterLogger;
+  readonly events: MilterEvents;
+  /** Answer when a handler throws: a tempfail, never a reject. */
+  readonly errorReply: CustomReply;
+}
+
+/** Keeps an observer's exception from breaking the connection. */
+export function safely(log: MilterLogger, what: string, fn: () => void): void {
+  try {
+    fn();
+  } catch (error) {
+    log.warn({ err: error }, `${what} callback threw`);
+  }
+}
+
+export class HandlerCalls {
+  /** Undefined before negotiation, and for good when the application could not make one. */
+  private handler: MilterHandler | undefined;
+
+  constructor(
+    private readonly id: number,
+    private readonly settings: CallSettings,
+  ) {}
+
+  /** Asks the application for this connection's handler. Without one every step is answered with the error reply. */
+  create(context: ConnectionContext): void {
+    try {
+      this.handler = this.settings.application.createHandler(context);
+    } catch (error) {
+      this.settings.log.error({ err: error }, 'application could not create a handler');
+    }
+  }
+
+  /** Makes one call and answers it; never rejects. */
+  async run(call: HandlerCall, reply: boolean, negotiated: NegotiatedOptions): Promise<Answer> {
+    try {
+      const value: unknown = await this.invoke(call);
+      const packets = reply ? answerPackets(call.step, value, negotiated) : [];
+      return { packets, failed: false, closes: closesSession(call.step, value) };
+    } catch (error) {
+      return this.failed(call.step, reply, error);
+    }
+  }
+
+  /** The answer for a call not made because an earlier call of the same command failed. */
+  skipped(reply: boolean): Answer {
+    return { packets: reply ? [ownReplyPacket(this.settings.errorReply)] : [], failed: true, closes: false };
+  }
+
+  /** The transaction ended without end of message. */
+  async abort(): Promise<void> {
+    if (!this.handler?.abort) return;
+    try {
+      await this.handler.abort();
+    } catch (error) {
+      this.report('abort', error, 'handler abort() failed');
+    }
+  }
+
+  /** The connection is over: called once, last. */
+  async close(): Promise<void> {
+    if (!this.handler?.close) return;
+    try {
+      await this.handler.close();
+    } catch (error) {
+      this.report('close', error, 'handler close() failed');
+    }
+  }
+
+  private invoke(call: HandlerCall): unknown {
+    const handler = this.handler;
+    if (!handler) throw new Error('no handler: the application failed to create one');
+    const method = handler[call.step] as ((...args: readonly unknown[]) => unknown) | undefined;
+    return method?.apply(handler, call.args);
+  }
+
+  private failed(step: HandlerStep, reply: boolean, error: unknown): Answer {
+    this.settings.log.error({ err: error, step }, 'handler failed; answering tempfail');
+    safely(this.settings.log, 'handlerError', () => this.settings.events.handlerError?.({ id: this.id, step, error }));
+    return this.skipped(reply);
+  }
+
+  private report(step: 'abort' | 'close', error: unknown, message: string): void {
+    this.settings.log.warn({ err: error }, message);
+    safely(this.settings.log, 'handlerError', () => this.settings.events.handlerError?.({ id: this.id, step, error }));
+  }
+}
