@@ -29,7 +29,10 @@ export interface ConnectionSettings {
   readonly events: MilterEvents;
   readonly maxFrameLength: number;
   readonly progressInterval: number;
+  /** ms without traffic (and no handler running) before the connection is closed. */
   readonly idleTimeout: number;
+  /** ms a connection may stay without an open transaction, whatever it sends meanwhile; 0 = no limit. */
+  readonly idleBetweenTransactions: number;
   /** Answer when a handler throws: a tempfail, never a reject. */
   readonly errorReply: CustomReply;
   /** Answer to the next command of an open transaction during shutdown. */
@@ -63,6 +66,8 @@ export class MilterConnection {
   private draining = false;
   /** Sends SMFIR_PROGRESS while eom() runs. */
   private progressTimer: NodeJS.Timeout | undefined;
+  /** Runs while no transaction is open (settings.idleBetweenTransactions). */
+  private betweenTimer: NodeJS.Timeout | undefined;
   private isClosed = false;
   private resolveClosed!: () => void;
 
@@ -109,6 +114,7 @@ export class MilterConnection {
       this.close('socket-error');
     });
     socket.on('close', () => this.close('eof'));
+    this.armBetweenTransactions();
   }
 
   /** Graceful shutdown: finish the command in flight, close between transactions, tempfail open ones. */
@@ -191,9 +197,14 @@ export class MilterConnection {
   /** One command: advance the session and perform its effects. A promise while a handler works. */
   private handle(command: Command): Promise<void> | void {
     this.log.debug({ command: command.type }, 'command');
+    const wasOpen = inTransaction(this.state.phase);
     const { state, effects } = advance(this.state, command);
     this.state = state;
     this.commandFailed = false;
+    if (wasOpen !== inTransaction(state.phase)) {
+      if (wasOpen) this.armBetweenTransactions();
+      else this.disarmBetweenTransactions();
+    }
     if (this.draining) {
       const calls = effects.filter((e): e is Extract<Effect, { kind: 'call' }> => e.kind === 'call');
       if (calls.length > 0) {
@@ -291,6 +302,25 @@ export class MilterConnection {
     safely(this.log, 'progressSent', () => this.settings.events.progressSent?.({ id: this.id }));
   }
 
+  // ---- idle limit between transactions ----------------------------------------
+
+  private armBetweenTransactions(): void {
+    this.disarmBetweenTransactions();
+    const limit = this.settings.idleBetweenTransactions;
+    if (limit <= 0) return;
+    const expire = (): void => {
+      // A handler still working (a slow helo) is not idleness: look again later.
+      if (this.busy) this.betweenTimer = setTimeout(expire, limit);
+      else this.close('idle-timeout');
+    };
+    this.betweenTimer = setTimeout(expire, limit);
+  }
+
+  private disarmBetweenTransactions(): void {
+    if (this.betweenTimer) clearTimeout(this.betweenTimer);
+    this.betweenTimer = undefined;
+  }
+
   // ---- output and teardown --------------------------------------------------
 
   private write(packet: Buffer): void {
@@ -314,6 +344,7 @@ export class MilterConnection {
     if (this.isClosed) return;
     this.isClosed = true;
     this.stopProgress();
+    this.disarmBetweenTransactions();
     this.abortController?.abort();
     if (reason === 'quit' || reason === 'shutdown' || reason === 'refused' || reason === 'idle-timeout') this.socket.end();
     else this.socket.destroy();

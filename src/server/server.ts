@@ -9,7 +9,7 @@ import { formatSocketSpec, parseSocketSpec, type SocketSpec } from '../milter/so
 import { MilterConnection, type ConnectionSettings } from './connection.js';
 import { refusal } from './refusal.js';
 import { prepareUnixSocketPath, removeUnixSocket } from './unix-socket.js';
-import { CONNECTION_IDLE_MS, REFUSED_IDLE_MS } from '../timeouts.js';
+import { CONNECTION_IDLE_MS, IDLE_BETWEEN_TRANSACTIONS_MS, REFUSED_IDLE_MS } from '../timeouts.js';
 
 export interface MilterServerOptions {
   /** Where to listen: `inet:PORT@HOST`, `inet6:PORT@HOST`, `unix:PATH`, `local:PATH` (port 0 = ephemeral). */
@@ -27,6 +27,12 @@ export interface MilterServerOptions {
    * session that is merely slow keeps its milter connection.
    */
   readonly idleTimeout?: number;
+  /**
+   * ms a connection may stay without an open transaction, whatever it sends
+   * meanwhile; 0 = no limit. Default 300000 (src/timeouts.ts
+   * IDLE_BETWEEN_TRANSACTIONS_MS says why).
+   */
+  readonly idleBetweenTransactions?: number;
   /** Largest accepted packet (length word). Default 1 MiB: Postfix sends headers above 64 KiB in one packet. */
   readonly maxFrameLength?: number;
   readonly logger?: MilterLogger;
@@ -77,10 +83,12 @@ export class MilterServer {
       maxFrameLength: options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH,
       progressInterval: options.progressInterval ?? 5000,
       idleTimeout: options.idleTimeout ?? CONNECTION_IDLE_MS,
+      idleBetweenTransactions: options.idleBetweenTransactions ?? IDLE_BETWEEN_TRANSACTIONS_MS,
       errorReply: options.errorReply ?? { code: '451', text: '4.3.0 Temporary failure in the mail filter, try again later' },
       shutdownReply: options.shutdownReply ?? { code: '451', text: '4.3.2 Mail filter shutting down, try again later' },
     };
-    for (const [name, value] of Object.entries({ maxConnections, progressInterval: settings.progressInterval, idleTimeout: settings.idleTimeout })) {
+    const counts = { maxConnections, progressInterval: settings.progressInterval, idleTimeout: settings.idleTimeout, idleBetweenTransactions: settings.idleBetweenTransactions };
+    for (const [name, value] of Object.entries(counts)) {
       if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be a non-negative integer, got ${value}`);
     }
     const refuseReply = options.refuseReply ?? { code: '421', text: '4.3.2 Too many connections to the mail filter, try again later' };
