@@ -475,10 +475,10 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
             items: [{ id: 'smtp/pum-bwrap/r3/4k/trivial', title: 'Postfix + per-user-milter (bwrap), 3 recipients, trivial filters', system: 'per-user-milter', sandbox: 'bwrap', recipients: 3, local: true, filter: 'trivial', size: KB4 }],
           },
           {
-            // docs/real-mta-testing.md §6.3: Postfix + a milter over TCP loopback can stall ~40 ms per message; this catches it.
+            // docs/testing-with-real-mtas.md §6: Postfix + a milter over TCP loopback can stall ~40 ms per message; this catches it.
             sandbox: 'setpriv',
             tcp: true,
-            items: [{ id: 'smtp/pum-setpriv-tcp/r1/4k/pass', title: 'Postfix + per-user-milter over TCP loopback, no local recipient (stall check, §6.3)', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 }],
+            items: [{ id: 'smtp/pum-setpriv-tcp/r1/4k/pass', title: 'Postfix + per-user-milter over TCP loopback, no local recipient (stall check, docs/testing-with-real-mtas.md §6)', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 }],
           },
         ];
     for (const plan of pumSmtpPlan) {
@@ -547,7 +547,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       scale: o.scale,
       smoke: o.smoke,
       only: o.only?.source ?? null,
-      milterTransport: 'unix sockets for every milter (docs/real-mta-testing.md §6.3)',
+      milterTransport: 'unix sockets for every milter (docs/testing-with-real-mtas.md §6)',
       smtp: 'smtp-source, one connection per message, into discard: (local users via local_transport = discard:)',
       mimedefangWorkers: `-m 2 -x ${o.concurrency}`,
     },

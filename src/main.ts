@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The per-user-milter executable: dispatches to the subcommands of contract §2.
+// The per-user-milter executable: dispatches to the subcommands of docs/reference.md §2.
 import { readFileSync } from 'node:fs';
 import { checkConfigCommand } from './cli/check-config.js';
 

@@ -19,7 +19,7 @@ export interface FilterRunner {
 /** The counters the application moves (src/metrics implements them with prom-client). */
 export interface AppMetrics {
   message(action: Action): void;
-  /** End of message to the reply (contract §6 message_duration_seconds). */
+  /** End of message to the reply (docs/reference.md §6 message_duration_seconds). */
   messageAnswered(action: Action, seconds: number): void;
   /** One of our own failures, answered 451 4.3.x (src/errors.ts). */
   internalError(reason: InternalReason): void;

@@ -155,7 +155,7 @@ export class PerUserHandler implements MilterHandler {
     if (tx === null || tx.file !== null) return 'continue';
     this.noteQueueId(tx);
     if (tx.filtered.size === 0) {
-      // Contract §5.5: no local recipient with a filter -> accept without the body.
+      // docs/reference.md §5.5: no local recipient with a filter -> accept without the body.
       logMessage(this.conn, tx, [], 'accept', { note: 'no local recipient with a filter' });
       this.app.metrics.message('accept');
       this.tx = null;

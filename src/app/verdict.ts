@@ -1,5 +1,5 @@
 // End of message: run every local user's filter in parallel through the
-// pool, aggregate their outcomes per contract §5, and turn the decision into
+// pool, aggregate their outcomes per docs/reference.md §5, and turn the decision into
 // the milter reply. Our own failures (pool full, a worker that throws) become
 // a 451 tempfail: the MTA keeps the mail, nothing is rejected by our fault.
 import type { ConnectionContext, CustomReply, EomResult, Modification } from '../milter/application.js';
@@ -113,7 +113,7 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
   }
 }
 
-/** The one line per message of contract §5: queue id, sender, per-user outcomes, action. */
+/** The one line per message of docs/reference.md §5: queue id, sender, per-user outcomes, action. */
 export function logMessage(
   conn: ConnectionContext,
   tx: Transaction,

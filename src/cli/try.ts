@@ -1,5 +1,5 @@
 // `per-user-milter try --user NAME [--sender ADDR] [--recipient ADDR]
-// [--config FILE] [--dotted.key value…] [FILE]` (contract §2): runs NAME's
+// [--config FILE] [--dotted.key value…] [FILE]` (docs/reference.md §2): runs NAME's
 // filter on one message exactly as the milter would (same user lookup,
 // sandbox, limits, environment, message form), prints what came of it and
 // exits 0 accept, 1 reject, 75 tempfail, 2 anything else.

@@ -1,4 +1,4 @@
-// The configuration schema: every key of the product contract (§3), with its
+// The configuration schema: every key of docs/reference.md §3, with its
 // default, its environment variable and its command-line flag. convict
 // validates types and rejects unknown keys; the loader (./load.ts) decides
 // where values come from.

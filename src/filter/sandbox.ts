@@ -58,7 +58,7 @@ export interface LaunchInput {
 
 export const FILTER_PATH = '/usr/local/bin:/usr/bin:/bin';
 
-/** The environment variables a filter gets, in this order, and nothing else (contract §4). */
+/** The environment variables a filter gets, in this order, and nothing else (docs/reference.md §4). */
 export const FILTER_ENV_NAMES = [
   'HOME', 'USER', 'LOGNAME', 'SHELL', 'PATH',
   'SENDER', 'RECIPIENT', 'LOCAL', 'EXTENSION', 'DOMAIN',

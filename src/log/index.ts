@@ -1,3 +1,3 @@
-// Logging: pino, text or JSON (contract §3 `log.*`).
+// Logging: pino, text or JSON (docs/reference.md §3 `log.*`).
 export * from './logger.js';
 export * from './text.js';

@@ -18,7 +18,7 @@ export interface UserSummary {
   ms?: number;
 }
 
-/** The per-message event (contract §5: "one log line per message"). */
+/** The per-message event (docs/reference.md §5: "one log line per message"). */
 export interface MessageSummary {
   queueId?: string;
   from: string;

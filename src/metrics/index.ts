@@ -1,3 +1,3 @@
-// Prometheus metrics (contract §6).
+// Prometheus metrics (docs/reference.md §6).
 export * from './metrics.js';
 export * from './server.js';

@@ -1,4 +1,4 @@
-// The Prometheus metrics of contract §6, all prefixed `per_user_milter_`, in
+// The Prometheus metrics of docs/reference.md §6, all prefixed `per_user_milter_`, in
 // a registry of their own (plus prom-client's default process metrics).
 // Label values are pre-initialised so every series exists at 0 from the first
 // scrape: rate() and alerts then work before the first event. Pool gauges

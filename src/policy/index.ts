@@ -1,4 +1,4 @@
-// Verdict policy (contract §5): pure functions only.
+// Verdict policy (docs/reference.md §5): pure functions only.
 export * from './aggregate.js';
 export * from './reply.js';
 export * from './split.js';

@@ -1,4 +1,4 @@
-// SMTP reply texts (contract §5.2): how a filter's first output line becomes
+// SMTP reply texts (docs/reference.md §5.2): how a filter's first output line becomes
 // the reply the MTA hands to the client, and the fixed replies for our own
 // conditions. Pure: no I/O.
 

@@ -1,4 +1,4 @@
-// Is this RCPT a local user, and which one? (contract §3 `recipients.*`, §5)
+// Is this RCPT a local user, and which one? (docs/reference.md §3 `recipients.*`, §5)
 //
 // Order: the recipient map first; then local if `{rcpt_mailer}` is one of
 // `recipients.localMailers` or the domain is one of `recipients.localDomains`.

@@ -1,4 +1,4 @@
-// Recipient classification: RCPT -> local user or not (contract §3, §5).
+// Recipient classification: RCPT -> local user or not (docs/reference.md §3, §5).
 export * from './address.js';
 export * from './classify.js';
 export * from './map.js';

@@ -1,5 +1,5 @@
 // One spooled message: a 0600 file with a random name, created with O_EXCL,
-// written as the filter's message form (contract §4) while the MTA sends the
+// written as the filter's message form (docs/reference.md §4) while the MTA sends the
 // message, never held in memory. Writes wait for the file stream to drain, so
 // a slow disk slows the milter connection instead of growing the heap.
 import { once } from 'node:events';

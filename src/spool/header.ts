@@ -1,4 +1,4 @@
-// One header line of the message form (contract §4), from a milter HEADER
+// One header line of the message form (docs/reference.md §4), from a milter HEADER
 // packet: the name (without colon) and the value. Folded headers arrive with
 // their lines joined by LF (or CRLF) + white space and are written back
 // folded, with the chosen line ending.

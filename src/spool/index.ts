@@ -1,4 +1,4 @@
-// Message spooling (contract §3 `spool.dir`, §4 message form).
+// Message spooling (docs/reference.md §3 `spool.dir`, §4 message form).
 export * from './file.js';
 export * from './header.js';
 export * from './line-endings.js';

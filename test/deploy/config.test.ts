@@ -1,4 +1,4 @@
-// deploy/config.example.json: sets every key of the contract (§3), and both
+// deploy/config.example.json: sets every key of docs/reference.md §3, and both
 // the loader and `per-user-milter check-config` accept it as it is.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -213,7 +213,7 @@ test('the HPA scales the Deployment on pool utilisation served by prometheus-ada
   assert.equal(hpa.spec.metrics.length, 1);
   const metric = hpa.spec.metrics[0];
   assert.equal(metric.type, 'Pods');
-  assert.equal(metric.pods.metric.name, 'per_user_milter_pool_utilization', 'contract §6 gauge');
+  assert.equal(metric.pods.metric.name, 'per_user_milter_pool_utilization', 'docs/reference.md §6 gauge');
   assert.equal(metric.pods.target.type, 'AverageValue');
   assert.ok(hpa.spec.minReplicas > only(ms, 'PodDisruptionBudget').spec.maxUnavailable, 'min replicas leave pods during a disruption');
   assert.ok(hpa.spec.maxReplicas > hpa.spec.minReplicas);

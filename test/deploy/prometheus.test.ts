@@ -1,6 +1,6 @@
 // deploy/prometheus: promtool accepts the scrape config and the rules, the
 // rules' unit tests pass and cover every alert, every metric the alerts and
-// the dashboard use exists (contract §6), and a real Prometheus scraping a
+// the dashboard use exists (docs/reference.md §6), and a real Prometheus scraping a
 // running `serve` through a short load stores exactly the counts of what the
 // load did.
 import { test } from 'node:test';
@@ -16,7 +16,7 @@ import {
 
 const PROM = path.join(DEPLOY, 'prometheus');
 
-/** Contract §6 names (without the prefix) and the series they produce. */
+/** docs/reference.md §6 names (without the prefix) and the series they produce. */
 const CONTRACT_METRICS = [
   'messages_total', 'filter_runs_total', 'filter_duration_seconds', 'recipients_total', 'connections_active',
   'pool_queue_size', 'pool_utilization', 'spool_bytes_total', 'protocol_errors_total',
@@ -82,7 +82,7 @@ test('promtool test rules: alerts.test.yml passes and makes every alert fire at 
   }
 });
 
-test('alerts and dashboard use only metrics that exist (contract §6, prom-client defaults)', async (t) => {
+test('alerts and dashboard use only metrics that exist (docs/reference.md §6, prom-client defaults)', async (t) => {
   const YAML = await optionalImport(t, 'yaml');
   if (!YAML) return;
   const exprs: string[] = [];
@@ -94,7 +94,7 @@ test('alerts and dashboard use only metrics that exist (contract §6, prom-clien
   for (const e of exprs) {
     for (const name of metricNames(e)) assert.ok(KNOWN_SERIES.has(name), `unknown metric ${name} in: ${e}`);
   }
-  // Each §6 metric is watched somewhere.
+  // Each metric of docs/reference.md §6 is watched somewhere.
   const all = exprs.join('\n');
   for (const m of CONTRACT_METRICS) assert.ok(all.includes(`per_user_milter_${m}`), `nothing shows per_user_milter_${m}`);
 });

@@ -1,4 +1,4 @@
-// askFilters' failure rules (contract §5.6): a pool that is full or a job
+// askFilters' failure rules (docs/reference.md §5.6): a pool that is full or a job
 // that fails inside per-user-milter is a 451 tempfail, never a reject and
 // never an accept (the runner's side: test/privileged/runner, PUM_ERR_SPOOL).
 import { describe, it } from 'node:test';
