@@ -3,7 +3,7 @@
 // spools the message, and at end of message asks every local user's filter
 // (./verdict.ts). Per-transaction state is reset at MAIL and ABORT.
 import type { ConnectionContext, ConnectFamily, EomResult, MilterHandler, StepResult } from '../milter/application.js';
-import { TransactionRecipients } from '../recipients/index.js';
+import { stripBrackets, TransactionRecipients } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
 import { decideOversize, mustSplit, OVERSIZE_REPLY, SPLIT_REPLY } from '../policy/index.js';
 import { SMFIP_HDR_LEADSPC } from '../milter/constants.js';
@@ -11,12 +11,6 @@ import type { AppContext } from './context.js';
 import { askFilters, customReply, logMessage, type Transaction } from './verdict.js';
 
 const latin1 = (b: Buffer | undefined): string => (b === undefined ? '' : b.toString('latin1'));
-
-/** `<a@b>` -> `a@b`; the null sender `<>` -> ''. */
-export function stripBrackets(addr: string): string {
-  const t = addr.trim();
-  return t.startsWith('<') && t.endsWith('>') ? t.slice(1, -1) : t;
-}
 
 export class PerUserHandler implements MilterHandler {
   private clientAddress = '';

@@ -12,7 +12,11 @@ import type { ProtocolErrorReason } from './errors.js';
 
 // ---- declaration (drives option negotiation) ------------------------------------
 
-/** The SMTP stages the MTA reports, by the name of the handler method. */
+/**
+ * The SMTP steps the MTA reports, by the name of the handler method. In this
+ * engine "step" means only that: one event a handler method answers
+ * (`HandlerStep` adds end of message). The session moves with advance().
+ */
 export type Step = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'header' | 'eoh' | 'body' | 'unknown';
 
 /** Stages for which an application may ask the MTA to send a macro list (SMFIM_*). */

@@ -8,7 +8,8 @@
 // name lower-cased. A name that does not resolve to an account at or above
 // `users.minUid` (never root) makes the recipient non-local.
 import type { UserAccount } from '../users/user.js';
-import { isPlausibleUserName, parseAddress, rcptAddrUser, splitExtension } from './address.js';
+import { isPlausibleUserName } from '../users/resolve.js';
+import { parseAddress, rcptAddrUser, splitExtension } from './address.js';
 import { RecipientMap } from './map.js';
 
 /** `recipients.*` of the configuration. */

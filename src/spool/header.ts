@@ -29,8 +29,13 @@ export function headerLine(name: string, value: Bytes, form: HeaderForm): Buffer
   return Buffer.from(`${name}${sep}${text}${eol}`, 'latin1');
 }
 
+/** `<a@b>` -> `a@b`, `<>` -> '' (the null sender); white space around is dropped, an address without brackets stays. */
+export function bareAddress(address: string): string {
+  const t = address.trim();
+  return t.startsWith('<') && t.endsWith('>') ? t.slice(1, -1) : t;
+}
+
 /** The first line of the message form. `sender` is the envelope sender, '' for the null sender. */
 export function returnPathLine(sender: string, lineEndings: LineEndings): Buffer {
-  const s = sender.trim().replace(/^<(.*)>$/, '$1');
-  return Buffer.from(`Return-Path: <${s}>${eolOf(lineEndings)}`, 'latin1');
+  return Buffer.from(`Return-Path: <${bareAddress(sender)}>${eolOf(lineEndings)}`, 'latin1');
 }

@@ -49,10 +49,10 @@ const ARROWS: ReadonlyArray<readonly [area: string, arrow: Arrow]> = [
       why: 'one connection of per-user-milter: envelope, spool, verdict',
     },
   ],
-  ['src/recipients/', { imports: [], types: ['src/users/'], node: true, why: 'RCPT → local user or not' }],
+  ['src/recipients/', { imports: ['src/users/'], node: true, why: 'RCPT → local user or not' }],
   ['src/users/', { imports: [], node: true, why: 'NSS or passwd-file lookups' }],
   ['src/spool/', { imports: [], node: true, why: 'the message on disk' }],
-  ['src/policy/', { imports: [], types: ['src/filter/job.ts'], node: false, why: 'verdicts: pure functions' }],
+  ['src/policy/', { imports: ['src/milter/replies.ts'], types: ['src/filter/job.ts'], node: false, why: 'verdicts: pure functions (SMTP reply rules from the engine)' }],
   ['src/filter/', { imports: [], types: ['src/users/'], node: true, packages: ['execa'], why: 'one filter run' }],
   ['src/runner/', { imports: ['src/filter/'], node: true, packages: ['piscina'], why: 'milter end and pool of the runner process' }],
   ['src/launcher/', { imports: [], node: true, why: "the native helper's wrapper: node: and the leaves only" }],
@@ -176,6 +176,7 @@ describe('layering (docs/design.md, Layers)', () => {
     assert.match(probe('workers/filter-worker.ts', '../src/server/connection.js') ?? '', /workers\/ may import/);
     assert.match(probe('src/policy/aggregate.ts', '../filter/run.js', true) ?? '', /types only from/);
     assert.match(probe('src/policy/aggregate.ts', '../filter/job.js') ?? '', /policy/, 'values from a types-only area');
+    assert.match(probe('src/policy/reply.ts', '../milter/session.js') ?? '', /policy/, 'one file of an area, not the area');
     assert.match(probe('src/launcher/index.ts', '../filter/run.js') ?? '', /launcher/);
     assert.match(probe('src/errors.ts', './timeouts.js') ?? '', /leaf/);
     assert.match(probe('src/server/x.ts', 'piscina') ?? '', /package piscina/);
