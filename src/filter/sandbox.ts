@@ -276,6 +276,3 @@ export function sandboxWarnings(sandbox: SandboxKind, privileged: boolean, ownUi
   }
   return w;
 }
-
-/** Launcher programs print "NAME: ..." on failure; their own exit status (1, 126, 127) must not count as the filter's verdict. */
-export const LAUNCHER_NAMES = ['prlimit', 'setpriv', 'bwrap', 'sh'] as const;

@@ -189,11 +189,6 @@ export class Metrics {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
-  /** Point the pool gauges at a (new) pool. */
-  setPoolStats(source: (() => PoolGaugeSource) | undefined): void {
-    this.poolStats = source;
-  }
-
   message(action: MessageAction): void {
     this.messages.labels(action).inc();
   }
@@ -264,15 +259,6 @@ export class Metrics {
       },
       protocolError: () => this.protocolError(),
     };
-  }
-
-  /** The exposition text, as served on /metrics. */
-  text(): Promise<string> {
-    return this.registry.metrics();
-  }
-
-  get contentType(): string {
-    return this.registry.contentType;
   }
 }
 

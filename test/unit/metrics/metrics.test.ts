@@ -106,7 +106,7 @@ test('metrics.perUserLabels adds a user label to the filter metrics only', async
   metrics.filterRun('accept', 5, 'alice');
   metrics.filterRun('accept', 7, 'alice');
   metrics.message('accept');
-  const body = await metrics.text();
+  const body = await metrics.registry.metrics();
   assert.equal(sample(body, 'per_user_milter_filter_runs_total{outcome="accept",user="alice"}'), 2);
   assert.equal(sample(body, 'per_user_milter_filter_duration_seconds_count{outcome="accept",user="alice"}'), 2);
   assert.equal(sample(body, 'per_user_milter_messages_total{action="accept"}'), 1);
@@ -173,7 +173,7 @@ test('milterEvents: refused connections do not move connections_active', async (
   events.connectionClosed({ reason: 'refused' });
   events.connectionClosed({ reason: 'quit' });
   events.protocolError();
-  const body = await metrics.text();
+  const body = await metrics.registry.metrics();
   assert.equal(sample(body, 'per_user_milter_connections_active'), 1);
   assert.equal(sample(body, 'per_user_milter_protocol_errors_total'), 1);
 });
