@@ -30,6 +30,20 @@ const STAGE_BY_BYTE: Readonly<Record<number, MacroStage>> = {
   [SMFIC_BODYEOB]: 'eom',
 };
 
+/**
+ * The first stage whose table a command clears, with every later one:
+ * CONNECT, HELO, MAIL and RCPT keep their own stage and the earlier ones,
+ * ABORT drops the transaction's stages, QUIT_NC everything.
+ */
+const CLEARS_FROM: Readonly<Partial<Record<CommandType, MacroStage>>> = {
+  connect: 'helo',
+  helo: 'mail',
+  mail: 'rcpt',
+  rcpt: 'data',
+  abort: 'mail',
+  quit_nc: 'connect',
+};
+
 /** 'i' and '{i}' are the same macro (smfi_getsymval accepts both). */
 export function macroKey(name: string): string {
   return name.length > 2 && name.startsWith('{') && name.endsWith('}') ? name.slice(1, -1) : name;
@@ -51,28 +65,8 @@ export class MacroStore implements MacroReader {
 
   /** Applies the clearing rule of a (non-macro) command, before its handler runs. */
   onCommand(type: CommandType): void {
-    switch (type) {
-      case 'connect':
-        this.clearAfter('connect');
-        break;
-      case 'helo':
-        this.clearAfter('helo');
-        break;
-      case 'mail':
-        this.clearAfter('mail');
-        break;
-      case 'rcpt':
-        this.clearAfter('rcpt');
-        break;
-      case 'abort':
-        this.clearFrom('mail');
-        break;
-      case 'quit_nc':
-        this.tables.clear();
-        break;
-      default:
-        break;
-    }
+    const from = CLEARS_FROM[type];
+    if (from) this.clearFrom(from);
   }
 
   get(name: string): string | undefined {
@@ -96,12 +90,7 @@ export class MacroStore implements MacroReader {
     this.tables.clear();
   }
 
-  private clearAfter(stage: MacroStage): void {
-    this.clearFrom(STAGE_ORDER[STAGE_ORDER.indexOf(stage) + 1]);
-  }
-
-  private clearFrom(stage: MacroStage | undefined): void {
-    if (stage === undefined) return;
+  private clearFrom(stage: MacroStage): void {
     for (let i = STAGE_ORDER.indexOf(stage); i < STAGE_ORDER.length; i++) this.tables.delete(STAGE_ORDER[i] as MacroStage);
   }
 }

@@ -81,22 +81,24 @@ export class HandlerCalls {
   }
 
   /** The transaction ended without end of message. */
-  async abort(): Promise<void> {
-    if (!this.handler?.abort) return;
-    try {
-      await this.handler.abort();
-    } catch (error) {
-      this.report('abort', error, 'handler abort() failed');
-    }
+  abort(): Promise<void> {
+    return this.notify('abort');
   }
 
   /** The connection is over: called once, last. */
-  async close(): Promise<void> {
-    if (!this.handler?.close) return;
+  close(): Promise<void> {
+    return this.notify('close');
+  }
+
+  /** abort() and close() answer nothing: a failure is logged and reported only. */
+  private async notify(method: 'abort' | 'close'): Promise<void> {
+    const handler = this.handler;
+    if (!handler?.[method]) return;
     try {
-      await this.handler.close();
+      await handler[method]();
     } catch (error) {
-      this.report('close', error, 'handler close() failed');
+      this.settings.log.warn({ err: error }, `handler ${method}() failed`);
+      safely(this.settings.log, 'handlerError', () => this.settings.events.handlerError?.({ id: this.id, step: method, error }));
     }
   }
 
@@ -111,10 +113,5 @@ export class HandlerCalls {
     this.settings.log.error({ err: error, step }, 'handler failed; answering tempfail');
     safely(this.settings.log, 'handlerError', () => this.settings.events.handlerError?.({ id: this.id, step, error }));
     return this.skipped(reply);
-  }
-
-  private report(step: 'abort' | 'close', error: unknown, message: string): void {
-    this.settings.log.warn({ err: error }, message);
-    safely(this.settings.log, 'handlerError', () => this.settings.events.handlerError?.({ id: this.id, step, error }));
   }
 }
