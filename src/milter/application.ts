@@ -1,3 +1,5 @@
+// Runs in: the milter process (the contract between engine and application: types only).
+//
 // The contract between the milter engine (src/milter, src/server) and an
 // application such as per-user-milter's src/app. The engine owns the wire:
 // framing, negotiation, macros, state, replies, PROGRESS, timeouts. The

@@ -1,3 +1,5 @@
+// Runs in: tests, the bench and diagnostics (the MTA side of the protocol).
+//
 // MTA side of the protocol: connects to a milter, negotiates like Postfix
 // (v6, all actions, all protocol bits offered by default), sends macros and
 // commands, and reads replies. For the component tests, the benchmark

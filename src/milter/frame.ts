@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // Framing: `len:u32 BE | cmd:u8 | data`, where len counts cmd + data.
 // Pure: no sockets, no timers. The decoder accepts any chunking (a stream
 // 'data' event may hold part of a packet or several) and checks the length

@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // Macros (SMFIC_MACRO), stored per stage with libmilter's scoping:
 // - one table per stage; a new D packet replaces its stage's table;
 // - a lookup goes from the latest stage back to CONNECT;

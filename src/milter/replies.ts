@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // SMFIR_* responses (milter -> MTA): encoded by the server, decoded by the
 // in-repo client. Also the SMTP reply text rules for SMFIR_REPLYCODE.
 import {

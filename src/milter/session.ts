@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // The milter session as an explicit state machine. advance(state, command) is
 // pure: it checks the command against the state table and returns the next
 // state plus the effects the connection must perform (send a packet, call a

@@ -49,6 +49,9 @@ export function safely(log: MilterLogger, what: string, fn: () => void): void {
 export class HandlerCalls {
   /** Undefined before negotiation, and for good when the application could not make one. */
   private handler: MilterHandler | undefined;
+  /** Made on first use of `context.signal`: most handlers never look, and an abort() costs a DOMException with a stack trace. */
+  private abortController: AbortController | undefined;
+  private cancelled = false;
 
   constructor(
     private readonly id: number,
@@ -56,12 +59,25 @@ export class HandlerCalls {
   ) {}
 
   /** Asks the application for this connection's handler. Without one every step is answered with the error reply. */
-  create(context: ConnectionContext): void {
+  create(context: Omit<ConnectionContext, 'id' | 'signal'>): void {
+    const signal = (): AbortSignal => this.signal();
     try {
-      this.handler = this.settings.application.createHandler(context);
+      this.handler = this.settings.application.createHandler({
+        ...context,
+        id: this.id,
+        get signal() {
+          return signal();
+        },
+      });
     } catch (error) {
       this.settings.log.error({ err: error }, 'application could not create a handler');
     }
+  }
+
+  /** The connection is gone (or given up on): the handler's signal fires. */
+  cancel(): void {
+    this.cancelled = true;
+    this.abortController?.abort();
   }
 
   /** Makes one call and answers it; never rejects. */
@@ -100,6 +116,13 @@ export class HandlerCalls {
       this.settings.log.warn({ err: error }, `handler ${method}() failed`);
       safely(this.settings.log, 'handlerError', () => this.settings.events.handlerError?.({ id: this.id, step: method, error }));
     }
+  }
+
+  private signal(): AbortSignal {
+    this.abortController ??= new AbortController();
+    // Asked for after the end: hand out a signal that has already fired.
+    if (this.cancelled && !this.abortController.signal.aborted) this.abortController.abort();
+    return this.abortController.signal;
   }
 
   private invoke(call: HandlerCall): unknown {

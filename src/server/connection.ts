@@ -44,15 +44,13 @@ let nextId = 1;
 export class MilterConnection {
   readonly id = nextId++;
   readonly peer: string;
-  readonly openedAt = Date.now();
+  private readonly openedAt = Date.now();
   /** Resolves when the connection is closed and the handler's abort/close have run. */
   readonly closed: Promise<void>;
 
   private readonly log: MilterLogger;
   private readonly decoder: FrameDecoder;
   private readonly macros = new MacroStore();
-  /** Made on first use of `context.signal`: most handlers never look, and an abort() costs a DOMException with a stack trace. */
-  private abortController: AbortController | undefined;
   /** The session, negotiated options included (the one copy of them). */
   private state: SessionState;
   private readonly calls: HandlerCalls;
@@ -84,12 +82,8 @@ export class MilterConnection {
   }
 
   /** Whether a handler is working on a command right now. */
-  get busy(): boolean {
+  private get busy(): boolean {
     return this.inFlight !== undefined;
-  }
-
-  get phase(): SessionState['phase'] {
-    return this.state.phase;
   }
 
   /** What OPTNEG agreed: kept in the session state, read only once it succeeded (a call or the handler's making). */
@@ -231,7 +225,7 @@ export class MilterConnection {
         this.write(encodeReply(effect.reply));
         return;
       case 'negotiated':
-        this.createHandler();
+        this.calls.create({ peer: this.peer, macros: this.macros, negotiated: this.negotiated, log: this.log });
         return;
       case 'macros':
         this.macros.define(effect.stage, effect.macros);
@@ -250,25 +244,6 @@ export class MilterConnection {
   }
 
   // ---- handler calls ----------------------------------------------------------
-
-  private createHandler(): void {
-    const lazySignal = (): AbortSignal => {
-      this.abortController ??= new AbortController();
-      // Asked for after the close: hand out a signal that has already fired.
-      if (this.isClosed && !this.abortController.signal.aborted) this.abortController.abort();
-      return this.abortController.signal;
-    };
-    this.calls.create({
-      id: this.id,
-      peer: this.peer,
-      macros: this.macros,
-      negotiated: this.negotiated,
-      log: this.log,
-      get signal() {
-        return lazySignal();
-      },
-    });
-  }
 
   /** One handler call; PROGRESS goes out while eom() works. */
   private async call(call: HandlerCall, reply: boolean): Promise<void> {
@@ -345,7 +320,7 @@ export class MilterConnection {
     this.isClosed = true;
     this.stopProgress();
     this.disarmBetweenTransactions();
-    this.abortController?.abort();
+    this.calls.cancel();
     if (reason === 'quit' || reason === 'shutdown' || reason === 'refused' || reason === 'idle-timeout') this.socket.end();
     else this.socket.destroy();
     // Make sure the socket goes away even if the MTA never reads our FIN.

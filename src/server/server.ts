@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // The listening side: one net.Server on an inet/inet6/unix socket, one
 // MilterConnection per accepted socket, a cap on concurrent connections and
 // a graceful close for SIGTERM.
