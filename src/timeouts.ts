@@ -42,9 +42,10 @@ export const CONNECTION_IDLE_MS = 600_000;
  * milter default action (a tempfail with ours: Postfix 451 4.7.1, Sendmail
  * 451 4.3.2; test/mta/e2e/idle.test.ts) and use a new milter connection for
  * the next session, so the limit sits at Postfix's smtpd_timeout default:
- * Postfix hangs up on an SMTP client idle that long itself, and its sessions
- * never see the limit. A Sendmail client idle longer between two messages
- * (Timeout.command is 1 h) gets a 451 and sends again later.
+ * Postfix itself hangs up on an SMTP client silent that long. Only a client
+ * that spends longer between two messages (or before its first) and keeps
+ * its session up meanwhile (EHLO, NOOP, RSET; Sendmail waits up to an hour
+ * per command) sees the limit: a 451 at its next MAIL, and it sends again.
  */
 export const IDLE_BETWEEN_TRANSACTIONS_MS = 300_000;
 
