@@ -163,6 +163,198 @@ function track<T extends { stop(): Promise<void> }>(d: T): T {
   return d;
 }
 
+// ---- the plans: what the benchmark runs, as data ---------------------------------
+
+/** What a plan's scenarios run against: started once per plan, warmed up, measured item by item, stopped. */
+export type SystemUnderTest =
+  | { readonly kind: 'spawn-loop'; readonly sandbox: 'setpriv' | 'bwrap'; readonly concurrency: number }
+  | { readonly kind: 'null-milter' }
+  | { readonly kind: 'per-user-milter'; readonly sandbox: 'setpriv' | 'bwrap'; readonly threads?: number; readonly tcp?: boolean }
+  | { readonly kind: 'mimedefang' }
+  | { readonly kind: 'postfix-only' };
+
+export interface Plan {
+  readonly layer: 'spawn' | 'milter' | 'smtp';
+  readonly system: SystemUnderTest;
+  readonly items: readonly ScenarioBase[];
+  /** Items measured besides the wanted ones (with --only): the baselines a wanted scenario is compared with. */
+  readonly companion?: (s: ScenarioBase, wanted: (id: string) => boolean) => boolean;
+  /**
+   * When the plan runs: 'wanted' when one of its items is wanted (the
+   * default), 'kept' when any item is wanted or a companion, 'always'.
+   */
+  readonly runs?: 'wanted' | 'kept' | 'always';
+}
+
+const pum = (id: string, title: string, sandbox: 'setpriv' | 'bwrap', recipients: number, local: boolean, filter: FilterKindOrNone, size: number): ScenarioBase => ({
+  id,
+  title,
+  system: 'per-user-milter',
+  sandbox,
+  recipients,
+  local,
+  filter,
+  size,
+});
+const plain = (id: string, title: string, system: System, recipients: number, local: boolean, size = KB4): ScenarioBase => ({
+  id,
+  title,
+  system,
+  sandbox: null,
+  recipients,
+  local,
+  filter: 'none',
+  size,
+});
+/** The pass-through of a per-user-milter daemon goes with any of its scenarios: the ratios are taken against it. */
+const passThroughOfThisDaemon: Plan['companion'] = (s) => s.filter === 'none';
+
+/** Every scenario of a run, plan by plan, in the order they run. */
+export function benchPlans(o: Pick<BenchOptions, 'smoke' | 'threads' | 'peer'>): Plan[] {
+  const milterPass = pum('milter/pum-setpriv/r1/4k/pass', 'per-user-milter, no local recipient (pass-through)', 'setpriv', 1, false, 'none', KB4);
+  const smtpPass = pum('smtp/pum-setpriv/r1/4k/pass', 'Postfix + per-user-milter, no local recipient', 'setpriv', 1, false, 'none', KB4);
+  const nullMilter: Plan = {
+    layer: 'milter',
+    system: { kind: 'null-milter' },
+    items: [plain('milter/null-c/r1/4k/pass', 'C null milter (libmilter), protocol floor', 'null-milter', 1, false)],
+    runs: 'always',
+  };
+  if (o.smoke) {
+    return [
+      nullMilter,
+      { layer: 'milter', system: { kind: 'per-user-milter', sandbox: 'setpriv' }, items: [milterPass], companion: passThroughOfThisDaemon },
+      { layer: 'smtp', system: { kind: 'per-user-milter', sandbox: 'setpriv' }, items: [smtpPass], companion: passThroughOfThisDaemon },
+    ];
+  }
+
+  // Sequential (the floor), and with as many runs in flight as per-user-milter's
+  // pool allows (pool.threads x 4): like for like with the milter's filter scenarios.
+  const inFlight = o.threads * 4;
+  const spawn = (['setpriv', 'bwrap'] as const).flatMap((sandbox) =>
+    [1, inFlight].map((concurrency): Plan => ({
+      layer: 'spawn',
+      system: { kind: 'spawn-loop', sandbox, concurrency },
+      items: [
+        {
+          id: concurrency === 1 ? `spawn/${sandbox}/4k/trivial` : `spawn/${sandbox}-c${concurrency}/4k/trivial`,
+          title: `plain sandbox-spawn loop (${sandbox}, trivial filter, ${concurrency} in flight)`,
+          system: 'spawn-loop',
+          sandbox,
+          recipients: 1,
+          local: true,
+          filter: 'trivial',
+          size: KB4,
+        },
+      ],
+      // the per-recipient cost of every per-user-milter scenario is compared with it
+      companion: (_s, wanted) => wanted('milter/pum-'),
+      runs: 'kept',
+    })),
+  );
+
+  const slowThreads = 4 * o.threads;
+  const milter: Plan[] = [
+    nullMilter,
+    {
+      layer: 'milter',
+      system: { kind: 'per-user-milter', sandbox: 'setpriv' },
+      items: [
+        milterPass,
+        ...RECIPIENT_COUNTS.map((n) => pum(`milter/pum-setpriv/r${n}/4k/trivial`, `per-user-milter, ${n} local recipient(s), trivial filters`, 'setpriv', n, true, 'trivial', KB4)),
+        pum('milter/pum-setpriv/r1/100k/trivial', 'per-user-milter, 100 KB message, trivial filter', 'setpriv', 1, true, 'trivial', KB100),
+        pum('milter/pum-setpriv/r1/10m/trivial', 'per-user-milter, 10 MB message, trivial filter', 'setpriv', 1, true, 'trivial', MB10),
+        pum('milter/pum-setpriv/r3/4k/slow', 'per-user-milter, 3 local recipients, filters taking 200 ms', 'setpriv', 3, true, 'slow', KB4),
+      ],
+      companion: passThroughOfThisDaemon,
+    },
+    {
+      layer: 'milter',
+      system: { kind: 'per-user-milter', sandbox: 'bwrap' },
+      items: [pum('milter/pum-bwrap/r3/4k/trivial', 'per-user-milter (bwrap), 3 local recipients, trivial filters', 'bwrap', 3, true, 'trivial', KB4)],
+      companion: passThroughOfThisDaemon,
+    },
+    {
+      // the tuning knob for slow (sleeping, waiting) filters: more pool threads, more runs in flight
+      layer: 'milter',
+      system: { kind: 'per-user-milter', sandbox: 'setpriv', threads: slowThreads },
+      items: [pum(`milter/pum-setpriv-t${slowThreads}/r3/4k/slow`, `per-user-milter with pool.threads=${slowThreads}, 3 local recipients, filters taking 200 ms`, 'setpriv', 3, true, 'slow', KB4)],
+    },
+  ];
+
+  const postfixOnly: Plan = {
+    layer: 'smtp',
+    system: { kind: 'postfix-only' },
+    items: [
+      plain('smtp/postfix-only/r1/4k/pass', 'Postfix, no milter', 'postfix-only', 1, false),
+      ...RECIPIENT_COUNTS.map((n) => plain(`smtp/postfix-only/r${n}/4k/local`, `Postfix, no milter, ${n} local recipient(s)`, 'postfix-only', n, true)),
+      plain('smtp/postfix-only/r1/10m/pass', 'Postfix, no milter, 10 MB', 'postfix-only', 1, false, MB10),
+    ],
+    // with --only, a baseline runs when something compared with it runs
+    companion: (s, wanted) =>
+      s.id === 'smtp/postfix-only/r1/4k/pass' ||
+      (s.size === MB10
+        ? wanted('smtp/pum-setpriv/r1/10m/trivial')
+        : s.local && ['pum-setpriv', 'pum-bwrap', 'mimedefang'].some((sys) => ['trivial', 'slow'].some((f) => wanted(`smtp/${sys}/r${s.recipients}/4k/${f}`)))),
+    runs: 'kept',
+  };
+  const smtp: Plan[] = [
+    postfixOnly,
+    { layer: 'smtp', system: { kind: 'null-milter' }, items: [plain('smtp/null-c/r1/4k/pass', 'Postfix + C null milter', 'null-milter', 1, false)], runs: 'always' },
+    {
+      layer: 'smtp',
+      system: { kind: 'per-user-milter', sandbox: 'setpriv' },
+      items: [
+        smtpPass,
+        ...RECIPIENT_COUNTS.map((n) => pum(`smtp/pum-setpriv/r${n}/4k/trivial`, `Postfix + per-user-milter, ${n} local recipient(s), trivial filters`, 'setpriv', n, true, 'trivial', KB4)),
+        pum('smtp/pum-setpriv/r3/4k/slow', 'Postfix + per-user-milter, 3 recipients, filters taking 200 ms', 'setpriv', 3, true, 'slow', KB4),
+        pum('smtp/pum-setpriv/r1/10m/trivial', 'Postfix + per-user-milter, 10 MB, trivial filter', 'setpriv', 1, true, 'trivial', MB10),
+      ],
+      companion: passThroughOfThisDaemon,
+    },
+    {
+      layer: 'smtp',
+      system: { kind: 'per-user-milter', sandbox: 'bwrap' },
+      items: [pum('smtp/pum-bwrap/r3/4k/trivial', 'Postfix + per-user-milter (bwrap), 3 recipients, trivial filters', 'bwrap', 3, true, 'trivial', KB4)],
+      companion: passThroughOfThisDaemon,
+    },
+    {
+      // docs/testing-with-real-mtas.md §6: Postfix + a milter over TCP loopback can stall ~40 ms per message; this catches it.
+      layer: 'smtp',
+      system: { kind: 'per-user-milter', sandbox: 'setpriv', tcp: true },
+      items: [pum('smtp/pum-setpriv-tcp/r1/4k/pass', 'Postfix + per-user-milter over TCP loopback, no local recipient (stall check, docs/testing-with-real-mtas.md §6)', 'setpriv', 1, false, 'none', KB4)],
+    },
+  ];
+  if (o.peer) {
+    smtp.push({
+      layer: 'smtp',
+      system: { kind: 'mimedefang' },
+      items: [
+        ...RECIPIENT_COUNTS.map((n): ScenarioBase => ({ id: `smtp/mimedefang/r${n}/4k/trivial`, title: `Postfix + MIMEDefang (sudo per user), ${n} recipient(s), trivial filters`, system: 'mimedefang', sandbox: 'sudo', recipients: n, local: true, filter: 'trivial', size: KB4 })),
+        { id: 'smtp/mimedefang/r3/4k/slow', title: 'Postfix + MIMEDefang, 3 recipients, filters taking 200 ms', system: 'mimedefang', sandbox: 'sudo', recipients: 3, local: true, filter: 'slow', size: KB4 },
+      ],
+      // the peer of every per-user-milter SMTP scenario
+      companion: (_s, wanted) => wanted('smtp/pum-'),
+      runs: 'kept',
+    });
+  }
+  return [...spawn, ...milter, ...smtp];
+}
+
+/** The plans that run under `only`, each with the items it measures. */
+export function selectPlans(plans: readonly Plan[], only: RegExp | null): Array<{ plan: Plan; items: ScenarioBase[] }> {
+  const wanted = (id: string): boolean => !only || only.test(id);
+  const out: Array<{ plan: Plan; items: ScenarioBase[] }> = [];
+  for (const plan of plans) {
+    const runs = plan.runs ?? 'wanted';
+    const items = runs === 'always' ? [...plan.items] : plan.items.filter((s) => wanted(s.id) || (plan.companion?.(s, wanted) ?? false));
+    const go = runs === 'always' || (runs === 'kept' ? items.length > 0 : items.some((s) => wanted(s.id)));
+    if (go) out.push({ plan, items });
+  }
+  return out;
+}
+
+// ---- the one loop ---------------------------------------------------------------------
+
 export async function runBench(partial: Partial<BenchOptions> = {}): Promise<BenchRun> {
   const o: BenchOptions = { ...DEFAULT_OPTIONS, ...partial };
   const log = o.log;
@@ -177,7 +369,6 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
   const skipped: string[] = [];
   const cleanups = pendingCleanups;
   cleanups.length = 0;
-  const wanted = (id: string): boolean => !o.only || o.only.test(id);
 
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (test users, setuid filters, a private Postfix)');
   if (o.setup) {
@@ -189,15 +380,13 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
   log(`bench: ${machine.cpu}, node ${machine.node}, postfix ${machine.postfix}, mimedefang ${machine.mimedefang}`);
 
   const maxRcpt = o.smoke ? 1 : Math.max(...RECIPIENT_COUNTS);
-  let users: BenchUser[] = [];
   const recipientMap = path.join(work, 'recipients.map');
   const numbered: Record<string, string> = {};
   for (let k = 2; k <= maxRcpt; k++) numbered[`${k}${USER_PREFIX}1`] = `${USER_PREFIX}${k}`;
   writeFileSync(recipientMap, Object.entries(numbered).map(([a, u]) => `${a} ${u}`).join('\n') + '\n');
 
-  const ports = { smtp: o.portBase };
-
   try {
+    let users: BenchUser[] = [];
     if (!o.smoke) {
       removeUsers(); // leftovers of an interrupted run
       users = createUsers(maxRcpt);
@@ -206,73 +395,179 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         log(`bench: removed users ${gone.join(' ')}`);
       });
     }
-    const nullBin = buildNullMilter(work);
-    const localRcpts = (n: number): MilterRecipient[] => users.slice(0, n).map((u) => ({ address: `${u.name}@${LOCAL_DOMAIN}`, mailer: 'local' }));
-    const passRcpts = (n: number): MilterRecipient[] => Array.from({ length: n }, (_, i) => ({ address: `rcpt${i + 1}@${DISCARD_DOMAIN}`, mailer: 'smtp' }));
-    const useFilter = (kind: FilterKindOrNone): void => {
-      if (users.length > 0) setFilters(users, kind === 'none' ? null : (kind as FilterKind));
-    };
-
-    // ---- spawn layer: the per-recipient floor ------------------------------------------
-    if (!o.smoke) {
-      // Sequential (the floor), and with as many runs in flight as per-user-milter's
-      // pool allows (pool.threads x 4): like for like with the milter's filter scenarios.
-      const inFlight = o.threads * 4;
-      const variants = [
-        { sandbox: 'setpriv' as const, concurrency: 1 },
-        { sandbox: 'setpriv' as const, concurrency: inFlight },
-        { sandbox: 'bwrap' as const, concurrency: 1 },
-        { sandbox: 'bwrap' as const, concurrency: inFlight },
-      ];
-      for (const { sandbox, concurrency } of variants) {
-        const id = concurrency === 1 ? `spawn/${sandbox}/4k/trivial` : `spawn/${sandbox}-c${concurrency}/4k/trivial`;
-        if (!wanted(id) && !wanted('milter/pum-')) continue;
-        useFilter('trivial');
-        log(`bench: ${id}`);
-        try {
-          const u = users[0] as BenchUser;
-          const r = await runSpawnBaseline({ user: u, sandbox, size: KB4, runs: Math.round(200 * o.scale), concurrency, maxSeconds: o.maxSeconds, workDir: path.join(work, `spawn-${sandbox}`) });
-          scenarios.push({
-            id,
-            title: `plain sandbox-spawn loop (${sandbox}, trivial filter, ${concurrency} in flight), ${r.source}`,
-            layer: 'spawn',
-            system: 'spawn-loop',
-            sandbox,
-            recipients: 1,
-            local: true,
-            filter: 'trivial',
-            size: KB4,
-            concurrency,
-            messages: r.runs,
-            elapsedSeconds: r.elapsedSeconds,
-            messagesPerSecond: r.runs / r.elapsedSeconds,
-            latencyMs: r.latencyMs,
-            cpuSecondsPerMessage: r.cpuSecondsPerRun,
-            machineCpuSecondsPerMessage: r.machineCpuSecondsPerRun,
-            rssStartBytes: null,
-            rssPeakBytes: null,
-            rssGrowthBytes: null,
-            rejects: 0,
-            tempfails: 0,
-            errors: r.errors,
-            timedOut: r.timedOut,
-            ratios: {},
-            notes: r.notes,
-          });
-        } catch (e) {
-          skipped.push(`${id}: ${(e as Error).message}`);
-        }
+    const ctx: RunContext = { o, work, users, recipientMap, numbered, nullBin: buildNullMilter(work), postfix: null, skipped };
+    for (const { plan, items } of selectPlans(benchPlans(o), o.only)) {
+      scenarios.push(...(await runPlan(ctx, plan, items)));
+    }
+  } finally {
+    for (const c of cleanups.splice(0).reverse()) {
+      try {
+        await c();
+      } catch (e) {
+        log(`bench: cleanup failed: ${(e as Error).message}`);
       }
     }
+  }
 
-    // ---- milter layer -----------------------------------------------------------
-    const milterScenario = async (base: ScenarioBase, socket: SocketSpec, pid: number, rcpts: MilterRecipient[]): Promise<ScenarioResult> => {
-      log(`bench: ${base.id}`);
-      useFilter(base.filter);
-      const meter = new ProcessMeter(pid);
+  const finished = new Date();
+  machine['load average at end'] = os.loadavg().map((v) => v.toFixed(2)).join(' ');
+  const run: BenchRun = {
+    startedAt: started.toISOString(),
+    finishedAt: finished.toISOString(),
+    durationSeconds: (finished.getTime() - started.getTime()) / 1000,
+    machine,
+    settings: {
+      concurrency: o.concurrency,
+      poolThreads: o.threads,
+      maxSecondsPerScenario: o.maxSeconds,
+      scale: o.scale,
+      smoke: o.smoke,
+      only: o.only?.source ?? null,
+      milterTransport: 'unix sockets for every milter (docs/testing-with-real-mtas.md §6)',
+      smtp: 'smtp-source, one connection per message, into discard: (local users via local_transport = discard:)',
+      mimedefangWorkers: `-m 2 -x ${o.concurrency}`,
+    },
+    scenarios,
+    targets: [],
+    skipped,
+  };
+  addRatios(run);
+  run.targets = checkTargets(run);
+  return run;
+}
+
+interface RunContext {
+  readonly o: BenchOptions;
+  readonly work: string;
+  readonly users: BenchUser[];
+  readonly recipientMap: string;
+  readonly numbered: Record<string, string>;
+  readonly nullBin: string;
+  /** The private Postfix, started before the first SMTP plan. */
+  postfix: BenchPostfix | null;
+  readonly skipped: string[];
+}
+
+/** A running system under test: its warm-up, how to measure one item against it, and how to stop it. */
+interface Running {
+  /**
+   * A few seconds of the load it is about to see (not in smoke runs), so
+   * that what is measured is the steady state of a long-running daemon (V8
+   * has compiled its hot paths, Perl workers are forked, caches are warm),
+   * not its first second. Every system gets the same.
+   */
+  warm(): Promise<void>;
+  measure(s: ScenarioBase): Promise<ScenarioResult>;
+  stop(): Promise<void>;
+}
+
+/** Starts the plan's system, warms it up, measures each item, stops it. */
+async function runPlan(ctx: RunContext, plan: Plan, items: readonly ScenarioBase[]): Promise<ScenarioResult[]> {
+  const out: ScenarioResult[] = [];
+  let running: Running;
+  try {
+    running = plan.layer === 'spawn' ? spawnLoop(ctx, plan.system) : plan.layer === 'milter' ? await milterSystem(ctx, plan.system) : await smtpSystem(ctx, plan.system);
+  } catch (e) {
+    // Only the peer may be missing (its packages are optional); anything else is the bench's own failure.
+    if (plan.system.kind !== 'mimedefang') throw e;
+    ctx.skipped.push(`MIMEDefang: ${(e as Error).message}`);
+    return out;
+  }
+  try {
+    if (!ctx.o.smoke) await running.warm();
+    for (const s of items) {
+      ctx.o.log(`bench: ${s.id}`);
+      try {
+        out.push(await running.measure(s));
+      } catch (e) {
+        // A spawn-loop run that fails is reported and the next one tried.
+        if (plan.layer !== 'spawn') throw e;
+        ctx.skipped.push(`${s.id}: ${(e as Error).message}`);
+      }
+    }
+  } catch (e) {
+    if (plan.system.kind !== 'mimedefang') throw e;
+    ctx.skipped.push(`MIMEDefang: ${(e as Error).message}`);
+  } finally {
+    await running.stop();
+  }
+  return out;
+}
+
+const localRcpts = (ctx: RunContext, n: number): MilterRecipient[] => ctx.users.slice(0, n).map((u) => ({ address: `${u.name}@${LOCAL_DOMAIN}`, mailer: 'local' }));
+const passRcpts = (n: number): MilterRecipient[] => Array.from({ length: n }, (_, i) => ({ address: `rcpt${i + 1}@${DISCARD_DOMAIN}`, mailer: 'smtp' }));
+const useFilter = (ctx: RunContext, kind: FilterKindOrNone): void => {
+  if (ctx.users.length > 0) setFilters(ctx.users, kind === 'none' ? null : (kind as FilterKind));
+};
+
+/** The plain sandbox-spawn loop: no daemon; each item is one run of bench/runner.ts's loop. */
+function spawnLoop(ctx: RunContext, system: SystemUnderTest): Running {
+  if (system.kind !== 'spawn-loop') throw new Error(`spawn layer with ${system.kind}`);
+  const { sandbox, concurrency } = system;
+  return {
+    async measure(s) {
+      useFilter(ctx, 'trivial');
+      const u = ctx.users[0] as BenchUser;
+      const r = await runSpawnBaseline({ user: u, sandbox, size: s.size, runs: Math.round(200 * ctx.o.scale), concurrency, maxSeconds: ctx.o.maxSeconds, workDir: path.join(ctx.work, `spawn-${sandbox}`) });
+      return {
+        ...s,
+        title: `${s.title}, ${r.source}`,
+        layer: 'spawn',
+        concurrency,
+        messages: r.runs,
+        elapsedSeconds: r.elapsedSeconds,
+        messagesPerSecond: r.runs / r.elapsedSeconds,
+        latencyMs: r.latencyMs,
+        cpuSecondsPerMessage: r.cpuSecondsPerRun,
+        machineCpuSecondsPerMessage: r.machineCpuSecondsPerRun,
+        rssStartBytes: null,
+        rssPeakBytes: null,
+        rssGrowthBytes: null,
+        rejects: 0,
+        tempfails: 0,
+        errors: r.errors,
+        timedOut: r.timedOut,
+        ratios: {},
+        notes: r.notes,
+      };
+    },
+    warm: async () => undefined,
+    stop: async () => undefined,
+  };
+}
+
+/** The milter layer: the in-repo client drives the system directly. */
+async function milterSystem(ctx: RunContext, system: SystemUnderTest): Promise<Running> {
+  const { o, work } = ctx;
+  let d: Daemon;
+  let socket: SocketSpec;
+  let shapes: MilterRecipient[][];
+  if (system.kind === 'null-milter') {
+    socket = unixSocket(path.join(work, 'null-milter.sock'));
+    d = track(await startNullMilter(ctx.nullBin, socket, path.join(work, 'null-milter.log')));
+    shapes = [passRcpts(1)];
+  } else if (system.kind === 'per-user-milter') {
+    const tag = `${system.sandbox}${system.threads ? `-t${system.threads}` : ''}`;
+    socket = unixSocket(path.join(work, `pum-${tag}.sock`));
+    d = track(await startPerUserMilter(path.join(work, `pum-${tag}`), socket, { sandbox: system.sandbox, threads: system.threads ?? o.threads, recipientMap: ctx.recipientMap }, path.join(work, `pum-${tag}.log`)));
+    useFilter(ctx, 'trivial');
+    shapes = ctx.users.length > 0 ? [passRcpts(1), localRcpts(ctx, 1)] : [passRcpts(1)];
+  } else {
+    throw new Error(`milter layer with ${system.kind}`);
+  }
+  return {
+    async warm() {
+      for (const rcpts of shapes) {
+        await runMilterLoad({ socket: socket.spec, connections: o.concurrency, messages: WARM_MESSAGES, maxSeconds: WARM_SECONDS, recipients: rcpts, size: KB4 });
+      }
+    },
+    async measure(base) {
+      useFilter(ctx, base.filter);
+      const rcpts = base.local ? localRcpts(ctx, base.recipients) : passRcpts(base.recipients);
+      const meter = new ProcessMeter(d.pid);
       const r = await runMilterLoad({ socket: socket.spec, connections: o.concurrency, messages: messageCount(o, base), maxSeconds: o.maxSeconds, recipients: rcpts, size: base.size });
       const m = meter.stop();
-      if (r.timedOut) await waitQuiescent([pid]);
+      if (r.timedOut) await waitQuiescent([d.pid]);
       const verdictErrors = Object.entries(r.verdicts).filter(([k]) => k !== 'accept').map(([k, v]) => `${v} × verdict ${k}`);
       return {
         ...base,
@@ -295,83 +590,77 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         ratios: {},
         notes: r.earlyVerdicts > 0 ? [`verdict given at: ${Object.entries(r.verdictSteps).map(([k, v]) => `${k} ${v}×`).join(', ')} (latency is that step's reply)`] : [],
       };
+    },
+    async stop() {
+      await d.stop();
+      if (system.kind === 'per-user-milter' && d.child.exitCode !== 0 && d.child.exitCode !== null) {
+        ctx.skipped.push(`per-user-milter (${system.sandbox}) exited ${d.child.exitCode} at stop: ${d.tail(500)}`);
+      }
+    },
+  };
+}
+
+/** The SMTP layer: smtp-source through the private Postfix into discard:, the system as its milter. */
+async function smtpSystem(ctx: RunContext, system: SystemUnderTest): Promise<Running> {
+  const { o, work } = ctx;
+  if (!ctx.postfix) {
+    o.log('bench: starting the private Postfix');
+    const started = await startBenchPostfix(o.portBase, work, ctx.numbered);
+    pendingCleanups.push(() => started.stop());
+    ctx.postfix = started;
+  }
+  const bp = ctx.postfix;
+  /** The processes whose CPU and memory count; null: Postfix alone, nothing to meter. */
+  let sut: { pid: number; roots: number[] } | null = null;
+  let stopSystem = async (): Promise<void> => undefined;
+  let local = false;
+  if (system.kind === 'postfix-only') {
+    await bp.useMilter(null);
+  } else if (system.kind === 'null-milter') {
+    const socket = unixSocket(path.join(work, 'null-milter-smtp.sock'));
+    const d = track(await startNullMilter(ctx.nullBin, socket, path.join(work, 'null-milter.log')));
+    stopSystem = () => d.stop();
+    await bp.useMilter(socket.spec);
+    sut = { pid: d.pid, roots: [d.pid] };
+  } else if (system.kind === 'per-user-milter') {
+    const tag = `${system.sandbox}${system.tcp ? '-tcp' : ''}`;
+    const socket = system.tcp ? inetSocket(o.portBase + 1) : unixSocket(path.join(work, `pum-smtp-${tag}.sock`));
+    const d = track(await startPerUserMilter(path.join(work, `pum-smtp-${tag}`), socket, { sandbox: system.sandbox, threads: o.threads, recipientMap: ctx.recipientMap }, path.join(work, `pum-smtp-${tag}.log`)));
+    stopSystem = () => d.stop();
+    await bp.useMilter(socket.spec);
+    useFilter(ctx, 'trivial');
+    sut = { pid: d.pid, roots: [d.pid] };
+    local = ctx.users.length > 0;
+  } else if (system.kind === 'mimedefang') {
+    installSudoers(ctx.users);
+    pendingCleanups.push(() => removeSudoers());
+    let md: MimeDefangPeer | null = null;
+    stopSystem = async () => {
+      await md?.stop();
+      removeSudoers();
     };
-
-    // Every system under test gets the same warm-up before its first scenario:
-    // a few seconds of the load it is about to see, so that what is measured
-    // is the steady state of a long-running daemon (V8 has compiled its hot
-    // paths, Perl workers are forked, caches are warm), not its first second.
-    const warmMilter = async (socket: SocketSpec, shapes: MilterRecipient[][]): Promise<void> => {
-      if (o.smoke) return;
-      for (const rcpts of shapes) {
-        await runMilterLoad({ socket: socket.spec, connections: o.concurrency, messages: WARM_MESSAGES, maxSeconds: WARM_SECONDS, recipients: rcpts, size: KB4 });
-      }
-    };
-
-    // C null milter over the protocol
-    {
-      const id = 'milter/null-c/r1/4k/pass';
-      const socket = unixSocket(path.join(work, 'null-milter.sock'));
-      const d = track(await startNullMilter(nullBin, socket, path.join(work, 'null-milter.log')));
-      try {
-        await warmMilter(socket, [passRcpts(1)]);
-        scenarios.push(await milterScenario({ id, title: 'C null milter (libmilter), protocol floor', system: 'null-milter', sandbox: null, recipients: 1, local: false, filter: 'none', size: KB4 }, socket, d.pid, passRcpts(1)));
-      } finally {
-        await d.stop();
-      }
+    try {
+      md = track(await startMimeDefang(path.join(work, 'mimedefang'), { minWorkers: 2, maxWorkers: o.concurrency }));
+      await bp.useMilter(md.socket.spec);
+    } catch (e) {
+      await bp.useMilter(null);
+      await stopSystem();
+      throw e;
     }
-
-    // per-user-milter over the protocol, one daemon per sandbox
-    const pumMilterPlan: Array<{ sandbox: 'setpriv' | 'bwrap'; threads?: number; items: ScenarioBase[] }> = o.smoke
-      ? [{ sandbox: 'setpriv', items: [{ id: 'milter/pum-setpriv/r1/4k/pass', title: 'per-user-milter, no local recipient (pass-through)', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 }] }]
-      : [
-          {
-            sandbox: 'setpriv',
-            items: [
-              { id: 'milter/pum-setpriv/r1/4k/pass', title: 'per-user-milter, no local recipient (pass-through)', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 },
-              ...RECIPIENT_COUNTS.map((n): ScenarioBase => ({ id: `milter/pum-setpriv/r${n}/4k/trivial`, title: `per-user-milter, ${n} local recipient(s), trivial filters`, system: 'per-user-milter', sandbox: 'setpriv', recipients: n, local: true, filter: 'trivial', size: KB4 })),
-              { id: 'milter/pum-setpriv/r1/100k/trivial', title: 'per-user-milter, 100 KB message, trivial filter', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: true, filter: 'trivial', size: KB100 },
-              { id: 'milter/pum-setpriv/r1/10m/trivial', title: 'per-user-milter, 10 MB message, trivial filter', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: true, filter: 'trivial', size: MB10 },
-              { id: 'milter/pum-setpriv/r3/4k/slow', title: 'per-user-milter, 3 local recipients, filters taking 200 ms', system: 'per-user-milter', sandbox: 'setpriv', recipients: 3, local: true, filter: 'slow', size: KB4 },
-            ],
-          },
-          {
-            sandbox: 'bwrap',
-            items: [{ id: 'milter/pum-bwrap/r3/4k/trivial', title: 'per-user-milter (bwrap), 3 local recipients, trivial filters', system: 'per-user-milter', sandbox: 'bwrap', recipients: 3, local: true, filter: 'trivial', size: KB4 }],
-          },
-          {
-            // the tuning knob for slow (sleeping, waiting) filters: more pool threads, more runs in flight
-            sandbox: 'setpriv',
-            threads: 4 * o.threads,
-            items: [{ id: `milter/pum-setpriv-t${4 * o.threads}/r3/4k/slow`, title: `per-user-milter with pool.threads=${4 * o.threads}, 3 local recipients, filters taking 200 ms`, system: 'per-user-milter', sandbox: 'setpriv', recipients: 3, local: true, filter: 'slow', size: KB4 }],
-          },
-        ];
-    for (const plan of pumMilterPlan) {
-      const items = plan.items.filter((s) => wanted(s.id) || (s.filter === 'none' && plan.threads === undefined));
-      if (!items.some((s) => wanted(s.id))) continue;
-      const tag = `${plan.sandbox}${plan.threads ? `-t${plan.threads}` : ''}`;
-      const socket = unixSocket(path.join(work, `pum-${tag}.sock`));
-      const d = track(await startPerUserMilter(path.join(work, `pum-${tag}`), socket, { sandbox: plan.sandbox, threads: plan.threads ?? o.threads, recipientMap }, path.join(work, `pum-${tag}.log`)));
-      try {
-        useFilter('trivial');
-        await warmMilter(socket, users.length > 0 ? [passRcpts(1), localRcpts(1)] : [passRcpts(1)]);
-        for (const s of items) {
-          scenarios.push(await milterScenario(s, socket, d.pid, s.local ? localRcpts(s.recipients) : passRcpts(s.recipients)));
-        }
-      } finally {
-        await d.stop();
-        if (d.child.exitCode !== 0 && d.child.exitCode !== null) skipped.push(`per-user-milter (${plan.sandbox}) exited ${d.child.exitCode} at stop: ${d.tail(500)}`);
+    useFilter(ctx, 'trivial');
+    sut = { pid: md.milter.pid, roots: md.pids };
+    local = true;
+  } else {
+    throw new Error(`smtp layer with ${system.kind}`);
+  }
+  return {
+    async warm() {
+      for (const toLocal of local ? [false, true] : [false]) {
+        await runSmtpLoad(bp, { messages: WARM_MESSAGES, sessions: o.concurrency, recipients: 1, size: KB4, to: toLocal ? `${USER_PREFIX}1@${LOCAL_DOMAIN}` : `rcpt@${DISCARD_DOMAIN}`, maxSeconds: WARM_SECONDS, fitToTime: true });
       }
-    }
-
-    // ---- SMTP layer ---------------------------------------------------------------
-    log('bench: starting the private Postfix');
-    const bp: BenchPostfix = await startBenchPostfix(ports.smtp, work, numbered);
-    cleanups.push(() => bp.stop());
-
-    const smtpScenario = async (base: ScenarioBase, sut: { pid: number; roots: number[] } | null): Promise<ScenarioResult> => {
-      log(`bench: ${base.id}`);
-      useFilter(base.filter);
+    },
+    async measure(base) {
+      useFilter(ctx, base.filter);
       let meter: ProcessMeter | null = null;
       let m: ReturnType<ProcessMeter['stop']> | null = null;
       const r = await runSmtpLoad(
@@ -418,146 +707,12 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         timedOut: r.timedOut,
         ratios: {},
       };
-    };
-    const warmSmtp = async (local: boolean): Promise<void> => {
-      if (o.smoke) return;
-      const shapes = local ? [false, true] : [false];
-      for (const toLocal of shapes) {
-        await runSmtpLoad(bp, { messages: WARM_MESSAGES, sessions: o.concurrency, recipients: 1, size: KB4, to: toLocal ? `${USER_PREFIX}1@${LOCAL_DOMAIN}` : `rcpt@${DISCARD_DOMAIN}`, maxSeconds: WARM_SECONDS, fitToTime: true });
-      }
-    };
-
-    // Postfix alone (the smoke set keeps only the per-user-milter pass-through)
-    if (!o.smoke) {
-      await bp.useMilter(null);
-      await warmSmtp(false);
-      const items: ScenarioBase[] = [{ id: 'smtp/postfix-only/r1/4k/pass', title: 'Postfix, no milter', system: 'postfix-only', sandbox: null, recipients: 1, local: false, filter: 'none', size: KB4 }];
-      if (!o.smoke) {
-        for (const n of RECIPIENT_COUNTS) items.push({ id: `smtp/postfix-only/r${n}/4k/local`, title: `Postfix, no milter, ${n} local recipient(s)`, system: 'postfix-only', sandbox: null, recipients: n, local: true, filter: 'none', size: KB4 });
-        items.push({ id: 'smtp/postfix-only/r1/10m/pass', title: 'Postfix, no milter, 10 MB', system: 'postfix-only', sandbox: null, recipients: 1, local: false, filter: 'none', size: MB10 });
-      }
-      // with --only, a baseline runs when something compared with it runs
-      const needed = (s: ScenarioBase): boolean =>
-        wanted(s.id) || s.id === 'smtp/postfix-only/r1/4k/pass' ||
-        (s.size === MB10 ? wanted('smtp/pum-setpriv/r1/10m/trivial') : s.local && ['pum-setpriv', 'pum-bwrap', 'mimedefang'].some((sys) => ['trivial', 'slow'].some((f) => wanted(`smtp/${sys}/r${s.recipients}/4k/${f}`))));
-      for (const s of items) if (needed(s)) scenarios.push(await smtpScenario(s, null));
-    }
-
-    // C null milter through Postfix
-    if (!o.smoke) {
-      const socket = unixSocket(path.join(work, 'null-milter-smtp.sock'));
-      const d = track(await startNullMilter(nullBin, socket, path.join(work, 'null-milter.log')));
-      try {
-        await bp.useMilter(socket.spec);
-        await warmSmtp(false);
-        scenarios.push(await smtpScenario({ id: 'smtp/null-c/r1/4k/pass', title: 'Postfix + C null milter', system: 'null-milter', sandbox: null, recipients: 1, local: false, filter: 'none', size: KB4 }, { pid: d.pid, roots: [d.pid] }));
-      } finally {
-        await bp.useMilter(null);
-        await d.stop();
-      }
-    }
-
-    // per-user-milter through Postfix
-    const pumSmtpPlan: Array<{ sandbox: 'setpriv' | 'bwrap'; tcp?: boolean; items: ScenarioBase[] }> = o.smoke
-      ? [{ sandbox: 'setpriv', items: [{ id: 'smtp/pum-setpriv/r1/4k/pass', title: 'Postfix + per-user-milter, no local recipient', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 }] }]
-      : [
-          {
-            sandbox: 'setpriv',
-            items: [
-              { id: 'smtp/pum-setpriv/r1/4k/pass', title: 'Postfix + per-user-milter, no local recipient', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 },
-              ...RECIPIENT_COUNTS.map((n): ScenarioBase => ({ id: `smtp/pum-setpriv/r${n}/4k/trivial`, title: `Postfix + per-user-milter, ${n} local recipient(s), trivial filters`, system: 'per-user-milter', sandbox: 'setpriv', recipients: n, local: true, filter: 'trivial', size: KB4 })),
-              { id: 'smtp/pum-setpriv/r3/4k/slow', title: 'Postfix + per-user-milter, 3 recipients, filters taking 200 ms', system: 'per-user-milter', sandbox: 'setpriv', recipients: 3, local: true, filter: 'slow', size: KB4 },
-              { id: 'smtp/pum-setpriv/r1/10m/trivial', title: 'Postfix + per-user-milter, 10 MB, trivial filter', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: true, filter: 'trivial', size: MB10 },
-            ],
-          },
-          {
-            sandbox: 'bwrap',
-            items: [{ id: 'smtp/pum-bwrap/r3/4k/trivial', title: 'Postfix + per-user-milter (bwrap), 3 recipients, trivial filters', system: 'per-user-milter', sandbox: 'bwrap', recipients: 3, local: true, filter: 'trivial', size: KB4 }],
-          },
-          {
-            // docs/real-mta-testing.md §6.3: Postfix + a milter over TCP loopback can stall ~40 ms per message; this catches it.
-            sandbox: 'setpriv',
-            tcp: true,
-            items: [{ id: 'smtp/pum-setpriv-tcp/r1/4k/pass', title: 'Postfix + per-user-milter over TCP loopback, no local recipient (stall check, §6.3)', system: 'per-user-milter', sandbox: 'setpriv', recipients: 1, local: false, filter: 'none', size: KB4 }],
-          },
-        ];
-    for (const plan of pumSmtpPlan) {
-      const items = plan.items.filter((s) => wanted(s.id) || (s.filter === 'none' && !plan.tcp));
-      if (!items.some((s) => wanted(s.id))) continue;
-      const tag = `${plan.sandbox}${plan.tcp ? '-tcp' : ''}`;
-      const socket = plan.tcp ? inetSocket(o.portBase + 1) : unixSocket(path.join(work, `pum-smtp-${tag}.sock`));
-      const d = track(await startPerUserMilter(path.join(work, `pum-smtp-${tag}`), socket, { sandbox: plan.sandbox, threads: o.threads, recipientMap }, path.join(work, `pum-smtp-${tag}.log`)));
-      try {
-        await bp.useMilter(socket.spec);
-        useFilter('trivial');
-        await warmSmtp(users.length > 0);
-        for (const s of items) scenarios.push(await smtpScenario(s, { pid: d.pid, roots: [d.pid] }));
-      } finally {
-        await bp.useMilter(null);
-        await d.stop();
-      }
-    }
-
-    // MIMEDefang through Postfix
-    if (o.peer && !o.smoke) {
-      const items: ScenarioBase[] = [
-        ...RECIPIENT_COUNTS.map((n): ScenarioBase => ({ id: `smtp/mimedefang/r${n}/4k/trivial`, title: `Postfix + MIMEDefang (sudo per user), ${n} recipient(s), trivial filters`, system: 'mimedefang', sandbox: 'sudo', recipients: n, local: true, filter: 'trivial', size: KB4 })),
-        { id: 'smtp/mimedefang/r3/4k/slow', title: 'Postfix + MIMEDefang, 3 recipients, filters taking 200 ms', system: 'mimedefang', sandbox: 'sudo', recipients: 3, local: true, filter: 'slow', size: KB4 } as ScenarioBase,
-      ].filter((s) => wanted(s.id) || wanted('smtp/pum-'));
-      if (items.length > 0) {
-        let md: MimeDefangPeer | null = null;
-        try {
-          installSudoers(users);
-          cleanups.push(() => removeSudoers());
-          md = track(await startMimeDefang(path.join(work, 'mimedefang'), { minWorkers: 2, maxWorkers: o.concurrency }));
-          await bp.useMilter(md.socket.spec);
-          useFilter('trivial');
-          await warmSmtp(true);
-          for (const s of items) scenarios.push(await smtpScenario(s, { pid: md.milter.pid, roots: md.pids }));
-        } catch (e) {
-          skipped.push(`MIMEDefang: ${(e as Error).message}`);
-        } finally {
-          await bp.useMilter(null);
-          await md?.stop();
-          removeSudoers();
-        }
-      }
-    }
-  } finally {
-    for (const c of cleanups.splice(0).reverse()) {
-      try {
-        await c();
-      } catch (e) {
-        log(`bench: cleanup failed: ${(e as Error).message}`);
-      }
-    }
-  }
-
-  const finished = new Date();
-  machine['load average at end'] = os.loadavg().map((v) => v.toFixed(2)).join(' ');
-  const run: BenchRun = {
-    startedAt: started.toISOString(),
-    finishedAt: finished.toISOString(),
-    durationSeconds: (finished.getTime() - started.getTime()) / 1000,
-    machine,
-    settings: {
-      concurrency: o.concurrency,
-      poolThreads: o.threads,
-      maxSecondsPerScenario: o.maxSeconds,
-      scale: o.scale,
-      smoke: o.smoke,
-      only: o.only?.source ?? null,
-      milterTransport: 'unix sockets for every milter (docs/real-mta-testing.md §6.3)',
-      smtp: 'smtp-source, one connection per message, into discard: (local users via local_transport = discard:)',
-      mimedefangWorkers: `-m 2 -x ${o.concurrency}`,
     },
-    scenarios,
-    targets: [],
-    skipped,
+    async stop() {
+      if (system.kind !== 'postfix-only') await bp.useMilter(null);
+      await stopSystem();
+    },
   };
-  addRatios(run);
-  run.targets = checkTargets(run);
-  return run;
 }
 
 // ---- ratios and targets -----------------------------------------------------------

@@ -33,6 +33,22 @@ export const RUNNER_EXIT_MS = 5000;
  */
 export const CONNECTION_IDLE_MS = 600_000;
 
+/**
+ * A milter connection with no transaction open (before the first MAIL, and
+ * after each end of message or abort) is closed this long after it became
+ * so, whatever it sends meanwhile (macros, HELO, ABORT do not extend it), so
+ * a client that is not carrying mail cannot keep a maxConnections slot.
+ * Both MTAs answer every later transaction of that SMTP session with their
+ * milter default action (a tempfail with ours: Postfix 451 4.7.1, Sendmail
+ * 451 4.3.2; test/mta/e2e/idle.test.ts) and use a new milter connection for
+ * the next session, so the limit sits at Postfix's smtpd_timeout default:
+ * Postfix itself hangs up on an SMTP client silent that long. Only a client
+ * that spends longer between two messages (or before its first) and keeps
+ * its session up meanwhile (EHLO, NOOP, RSET; Sendmail waits up to an hour
+ * per command) sees the limit: a 451 at its next MAIL, and it sends again.
+ */
+export const IDLE_BETWEEN_TRANSACTIONS_MS = 300_000;
+
 /** A connection refused for milter.maxConnections may linger this long before we hang up ourselves. */
 export const REFUSED_IDLE_MS = 10_000;
 

@@ -1,4 +1,4 @@
-// MIMEDefang as the benchmark peer (docs/real-mta-testing.md §7): the C
+// MIMEDefang as the benchmark peer (docs/testing-with-real-mtas.md §7): the C
 // milter front end plus the Perl multiplexor, both as user defang, with a
 // filter that does per-user-milter's job — every local recipient's
 // ~/.user-milter run as that user (through sudo, the only way from the

@@ -42,7 +42,7 @@ export function createUsers(count: number): BenchUser[] {
       u = lookup(name);
       if (!u) throw new Error(`useradd ${name} did not create the user`);
     }
-    // Filters must sit in a directory writable by nobody but root and the user (contract §4).
+    // Filters must sit in a directory writable by nobody but root and the user (docs/reference.md §4).
     chmodSync(u.home, 0o755);
     users.push(u);
   }

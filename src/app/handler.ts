@@ -10,7 +10,7 @@
 // (recipientFailure), from DATA to end of message it ends the message with
 // its 451 4.3.x, log line and counters (ourFailure) and removes the spool file.
 import type { ConnectionContext, ConnectFamily, CustomReply, EomResult, MilterHandler, StepResult } from '../milter/application.js';
-import { TransactionRecipients } from '../recipients/index.js';
+import { stripBrackets, TransactionRecipients } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
 import { decideOversize, mustSplit, OVERSIZE_REPLY, SPLIT_REPLY } from '../policy/index.js';
 import { SMFIP_HDR_LEADSPC } from '../milter/constants.js';
@@ -19,12 +19,6 @@ import type { AppContext } from './context.js';
 import { askFilters, type Transaction } from './verdict.js';
 
 const latin1 = (b: Buffer | undefined): string => (b === undefined ? '' : b.toString('latin1'));
-
-/** `<a@b>` -> `a@b`; the null sender `<>` -> ''. */
-export function stripBrackets(addr: string): string {
-  const t = addr.trim();
-  return t.startsWith('<') && t.endsWith('>') ? t.slice(1, -1) : t;
-}
 
 export class PerUserHandler implements MilterHandler {
   private clientAddress = '';

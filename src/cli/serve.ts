@@ -29,7 +29,7 @@ function get(config: Config, dotted: string): unknown {
 
 function classifierOptions(config: Config, metrics: Metrics): ClassifierOptions {
   const users = createUserResolver({ passwdFile: config.users.passwdFile, minUid: config.users.minUid, onLookup: (r) => metrics.userLookup(r) });
-  return { recipients: config.recipients, users, minUid: config.users.minUid };
+  return { recipients: config.recipients, users };
 }
 
 /** How long a SIGTERM waits for messages in flight: a filter may run its whole timeout plus the kill grace. */

@@ -1,4 +1,4 @@
-// StrictModes-style safety checks before a filter runs (contract §4), in the
+// StrictModes-style safety checks before a filter runs (docs/reference.md §4), in the
 // spirit of OpenSSH's secure_filename() and procmail: a filter that someone
 // other than its user (or root) could have changed is not run.
 import fs from 'node:fs';

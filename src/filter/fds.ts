@@ -1,4 +1,4 @@
-// "No descriptors beyond 0/1/2" (contract §4). Everything Node and libuv open
+// "No descriptors beyond 0/1/2" (docs/reference.md §4). Everything Node and libuv open
 // is close-on-exec, but a descriptor the milter inherited from whoever
 // started it (a shell, a supervisor, a test harness) is not, and would pass
 // through every link of the launcher chain into the filter. Node cannot set

@@ -10,7 +10,7 @@ import type { UserAccount } from '../users/user.js';
 
 export { ABANDON_MS, KILL_GRACE_MS };
 
-/** What one user's filter run came to (contract §4, §5). */
+/** What one user's filter run came to (docs/reference.md §4, §5). */
 export type Outcome = 'accept' | 'reject' | 'tempfail' | 'nofilter' | 'unsafe' | 'error' | 'timeout';
 
 export const OUTCOMES: readonly Outcome[] = ['accept', 'reject', 'tempfail', 'nofilter', 'unsafe', 'error', 'timeout'];
@@ -21,7 +21,7 @@ export function jobBoundMs(timeoutMs: number): number {
   return timeoutMs + KILL_GRACE_MS + ABANDON_MS;
 }
 
-/** The filter environment (contract §4), Postfix local(8)/pipe(8) names. HOME USER LOGNAME SHELL PATH come from the user. */
+/** The filter environment (docs/reference.md §4), Postfix local(8)/pipe(8) names. HOME USER LOGNAME SHELL PATH come from the user. */
 export interface EnvelopeFacts {
   SENDER: string;
   /** This user's own envelope address only (Bcc privacy). */

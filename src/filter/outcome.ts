@@ -1,6 +1,6 @@
 // Runs in: every process (pure).
 //
-// Pure: how a finished filter process maps to an Outcome (contract §4) and
+// Pure: how a finished filter process maps to an Outcome (docs/reference.md §4) and
 // what its SMTP reply text is.
 import type { Outcome } from './job.js';
 

@@ -58,7 +58,7 @@ export interface LaunchInput {
 
 export const FILTER_PATH = '/usr/local/bin:/usr/bin:/bin';
 
-/** The environment variables a filter gets, in this order, and nothing else (contract §4). */
+/** The environment variables a filter gets, in this order, and nothing else (docs/reference.md §4). */
 export const FILTER_ENV_NAMES = [
   'HOME', 'USER', 'LOGNAME', 'SHELL', 'PATH',
   'SENDER', 'RECIPIENT', 'LOCAL', 'EXTENSION', 'DOMAIN',
@@ -276,6 +276,3 @@ export function sandboxWarnings(sandbox: SandboxKind, privileged: boolean, ownUi
   }
   return w;
 }
-
-/** Launcher programs print "NAME: ..." on failure; their own exit status (1, 126, 127) must not count as the filter's verdict. */
-export const LAUNCHER_NAMES = ['prlimit', 'setpriv', 'bwrap', 'sh'] as const;

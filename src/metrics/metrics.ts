@@ -241,11 +241,6 @@ export class Metrics {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
-  /** Point the pool gauges at a (new) pool. */
-  setPoolStats(source: (() => PoolGaugeSource) | undefined): void {
-    this.poolStats = source;
-  }
-
   message(action: MessageAction): void {
     this.messages.labels(action).inc();
   }
@@ -322,15 +317,6 @@ export class Metrics {
         if (info.step !== 'abort' && info.step !== 'close') this.internalError('other');
       },
     };
-  }
-
-  /** The exposition text, as served on /metrics. */
-  text(): Promise<string> {
-    return this.registry.metrics();
-  }
-
-  get contentType(): string {
-    return this.registry.contentType;
   }
 }
 

@@ -1,3 +1,5 @@
+// Runs in: the milter process (the contract between engine and application: types only).
+//
 // The contract between the milter engine (src/milter, src/server) and an
 // application such as per-user-milter's src/app. The engine owns the wire:
 // framing, negotiation, macros, state, replies, PROGRESS, timeouts. The
@@ -12,7 +14,11 @@ import type { ProtocolErrorReason } from './errors.js';
 
 // ---- declaration (drives option negotiation) ------------------------------------
 
-/** The SMTP stages the MTA reports, by the name of the handler method. */
+/**
+ * The SMTP steps the MTA reports, by the name of the handler method. In this
+ * engine "step" means only that: one event a handler method answers
+ * (`HandlerStep` adds end of message). The session moves with advance().
+ */
 export type Step = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'header' | 'eoh' | 'body' | 'unknown';
 
 /** Stages for which an application may ask the MTA to send a macro list (SMFIM_*). */
@@ -154,6 +160,14 @@ export interface MilterHandler {
   close?(): MaybePromise<void>;
 }
 
+/** Every step a handler answers: the SMTP steps plus end of message. */
+export type HandlerStep = Step | 'eom';
+
+/** One handler method call as data: which method, with which arguments (built by the session, made by the connection). */
+export type HandlerCall = {
+  readonly [S in HandlerStep]: { readonly step: S; readonly args: Parameters<NonNullable<MilterHandler[S]>> };
+}[HandlerStep];
+
 /** Current macros, with libmilter's scoping: the latest stage wins, later stages are cleared by earlier commands. */
 export interface MacroReader {
   /** 'i' and '{i}' name the same macro. Value as a byte string, or undefined when the MTA did not send it. */
@@ -212,7 +226,7 @@ export interface MilterEvents {
   connectionClosed?(info: { id: number; peer: string; reason: CloseReason; durationMs: number }): void;
   protocolError?(info: { id: number; reason: ProtocolErrorReason; message: string }): void;
   /** A handler method threw or rejected; the engine answered TEMPFAIL. */
-  handlerError?(info: { id: number; step: Step | 'eom' | 'abort' | 'close'; error: unknown }): void;
+  handlerError?(info: { id: number; step: HandlerStep | 'abort' | 'close'; error: unknown }): void;
   /** One SMFIR_PROGRESS was sent while eom() ran. */
   progressSent?(info: { id: number }): void;
 }

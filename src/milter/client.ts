@@ -1,3 +1,5 @@
+// Runs in: tests, the bench and diagnostics (the MTA side of the protocol).
+//
 // MTA side of the protocol: connects to a milter, negotiates like Postfix
 // (v6, all actions, all protocol bits offered by default), sends macros and
 // commands, and reads replies. For the component tests, the benchmark
@@ -271,17 +273,17 @@ export class MilterClient {
   // ---- internals --------------------------------------------------------------
 
   /** Sends a step unless negotiated away; waits for its reply unless it is a no-reply step. */
-  private async stepCommand(stepName: Step, command: Command): Promise<Reply | null> {
+  private async stepCommand(step: Step, command: Command): Promise<Reply | null> {
     const options = this.negotiated;
-    if (options && !mtaSends(options, stepName)) return null;
+    if (options && !mtaSends(options, step)) return null;
     this.send(command);
-    if (options && !milterReplies(options, stepName)) return null;
+    if (options && !milterReplies(options, step)) return null;
     for (;;) {
       const reply = await this.readReply();
       // Postfix accepts PROGRESS after any event; skip it here.
       if (reply.type === 'progress') continue;
       if (!isFinalReply(reply)) {
-        throw new MilterProtocolError('unexpected-reply', `${reply.type} is only allowed at end of message, got it for ${stepName} (0x${STEP_CODE[stepName].toString(16)})`);
+        throw new MilterProtocolError('unexpected-reply', `${reply.type} is only allowed at end of message, got it for ${step} (0x${STEP_CODE[step].toString(16)})`);
       }
       return reply;
     }

@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // SMFIC_* commands (MTA -> milter): decoded into a discriminated union for the
 // server, encoded back for the in-repo client. Strings that are names
 // (host, HELO, header name, macro names) become latin1 strings; everything

@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // Every byte value and bit of the milter protocol, in one place, each with the
 // name libmilter gives it (mfdef.h / mfapi.h). Postfix's milter8.c uses the
 // same values. [v6] marks what only protocol version 6 peers know.

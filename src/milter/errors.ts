@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // Protocol errors. A MilterProtocolError means the peer broke the protocol
 // (bad length, unknown command, malformed payload, command out of order): the
 // server closes that one connection, logs the reason and counts it. It never

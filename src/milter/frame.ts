@@ -1,8 +1,11 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // Framing: `len:u32 BE | cmd:u8 | data`, where len counts cmd + data.
 // Pure: no sockets, no timers. The decoder accepts any chunking (a stream
 // 'data' event may hold part of a packet or several) and checks the length
 // word before it looks at any other byte.
 import { DEFAULT_MAX_FRAME_LENGTH, MILTER_LEN_BYTES } from './constants.js';
+import { toBuffer } from './bytes.js';
 import { MilterProtocolError } from './errors.js';
 
 /** One packet: its command (or reply) byte and the data after it. */
@@ -150,7 +153,7 @@ export function encodeFrame(code: number, ...parts: readonly Buffer[]): Buffer {
 
 /** A NUL-terminated copy of a byte string (a C string on the wire). */
 export function cString(value: string | Buffer): Buffer {
-  const bytes = typeof value === 'string' ? Buffer.from(value, 'latin1') : value;
+  const bytes = toBuffer(value);
   const out = Buffer.allocUnsafe(bytes.length + 1);
   bytes.copy(out, 0);
   out[bytes.length] = 0;

@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // Macros (SMFIC_MACRO), stored per stage with libmilter's scoping:
 // - one table per stage; a new D packet replaces its stage's table;
 // - a lookup goes from the latest stage back to CONNECT;
@@ -5,13 +7,12 @@
 //   RCPT macros describe only the latest recipient and `{i}` from DATA is
 //   still visible at end of message;
 // - ABORT clears the transaction stages (MAIL onwards), keeping CONNECT/HELO.
-import type { MacroReader } from './application.js';
+import type { MacroReader, MacroStage } from './application.js';
 import type { CommandType } from './commands.js';
 import { SMFIC_BODY, SMFIC_BODYEOB, SMFIC_CONNECT, SMFIC_DATA, SMFIC_EOH, SMFIC_HEADER, SMFIC_HELO, SMFIC_MAIL, SMFIC_RCPT } from './constants.js';
 
 /** Stages in the order they happen in a session. */
-export type MacroSlot = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'eoh' | 'eom';
-const SLOT_ORDER: readonly MacroSlot[] = ['connect', 'helo', 'mail', 'rcpt', 'data', 'eoh', 'eom'];
+const STAGE_ORDER: readonly MacroStage[] = ['connect', 'helo', 'mail', 'rcpt', 'data', 'eoh', 'eom'];
 
 /**
  * Which table a D packet's stage byte fills. Besides libmilter's letters,
@@ -19,7 +20,7 @@ const SLOT_ORDER: readonly MacroSlot[] = ['connect', 'helo', 'mail', 'rcpt', 'da
  * body chunk, its EOM list). Others ('U', anything) are ignored, as libmilter
  * ignores them.
  */
-const SLOT_BY_STAGE_BYTE: Readonly<Record<number, MacroSlot>> = {
+const STAGE_BY_BYTE: Readonly<Record<number, MacroStage>> = {
   [SMFIC_CONNECT]: 'connect',
   [SMFIC_HELO]: 'helo',
   [SMFIC_MAIL]: 'mail',
@@ -31,55 +32,49 @@ const SLOT_BY_STAGE_BYTE: Readonly<Record<number, MacroSlot>> = {
   [SMFIC_BODYEOB]: 'eom',
 };
 
+/**
+ * The first stage whose table a command clears, with every later one:
+ * CONNECT, HELO, MAIL and RCPT keep their own stage and the earlier ones,
+ * ABORT drops the transaction's stages, QUIT_NC everything.
+ */
+const CLEARS_FROM: Readonly<Partial<Record<CommandType, MacroStage>>> = {
+  connect: 'helo',
+  helo: 'mail',
+  mail: 'rcpt',
+  rcpt: 'data',
+  abort: 'mail',
+  quit_nc: 'connect',
+};
+
 /** 'i' and '{i}' are the same macro (smfi_getsymval accepts both). */
 export function macroKey(name: string): string {
   return name.length > 2 && name.startsWith('{') && name.endsWith('}') ? name.slice(1, -1) : name;
 }
 
 export class MacroStore implements MacroReader {
-  private readonly tables = new Map<MacroSlot, Map<string, string>>();
+  private readonly tables = new Map<MacroStage, Map<string, string>>();
 
   /** Applies a D packet. Returns false when the stage byte is one we ignore. */
   define(stageByte: number | null, macros: ReadonlyArray<readonly [string, string]>): boolean {
     if (stageByte === null) return false;
-    const slot = SLOT_BY_STAGE_BYTE[stageByte];
-    if (!slot) return false;
+    const stage = STAGE_BY_BYTE[stageByte];
+    if (!stage) return false;
     const table = new Map<string, string>();
     for (const [name, value] of macros) table.set(macroKey(name), value);
-    this.tables.set(slot, table);
+    this.tables.set(stage, table);
     return true;
   }
 
   /** Applies the clearing rule of a (non-macro) command, before its handler runs. */
   onCommand(type: CommandType): void {
-    switch (type) {
-      case 'connect':
-        this.clearAfter('connect');
-        break;
-      case 'helo':
-        this.clearAfter('helo');
-        break;
-      case 'mail':
-        this.clearAfter('mail');
-        break;
-      case 'rcpt':
-        this.clearAfter('rcpt');
-        break;
-      case 'abort':
-        this.clearFrom('mail');
-        break;
-      case 'quit_nc':
-        this.tables.clear();
-        break;
-      default:
-        break;
-    }
+    const from = CLEARS_FROM[type];
+    if (from) this.clearFrom(from);
   }
 
   get(name: string): string | undefined {
     const key = macroKey(name);
-    for (let i = SLOT_ORDER.length - 1; i >= 0; i--) {
-      const value = this.tables.get(SLOT_ORDER[i] as MacroSlot)?.get(key);
+    for (let i = STAGE_ORDER.length - 1; i >= 0; i--) {
+      const value = this.tables.get(STAGE_ORDER[i] as MacroStage)?.get(key);
       if (value !== undefined) return value;
     }
     return undefined;
@@ -87,8 +82,8 @@ export class MacroStore implements MacroReader {
 
   snapshot(): Record<string, string> {
     const out: Record<string, string> = {};
-    for (const slot of SLOT_ORDER) {
-      for (const [key, value] of this.tables.get(slot) ?? []) out[key.length > 1 ? `{${key}}` : key] = value;
+    for (const stage of STAGE_ORDER) {
+      for (const [key, value] of this.tables.get(stage) ?? []) out[key.length > 1 ? `{${key}}` : key] = value;
     }
     return out;
   }
@@ -97,12 +92,7 @@ export class MacroStore implements MacroReader {
     this.tables.clear();
   }
 
-  private clearAfter(slot: MacroSlot): void {
-    this.clearFrom(SLOT_ORDER[SLOT_ORDER.indexOf(slot) + 1]);
-  }
-
-  private clearFrom(slot: MacroSlot | undefined): void {
-    if (slot === undefined) return;
-    for (let i = SLOT_ORDER.indexOf(slot); i < SLOT_ORDER.length; i++) this.tables.delete(SLOT_ORDER[i] as MacroSlot);
+  private clearFrom(stage: MacroStage): void {
+    for (let i = STAGE_ORDER.indexOf(stage); i < STAGE_ORDER.length; i++) this.tables.delete(STAGE_ORDER[i] as MacroStage);
   }
 }

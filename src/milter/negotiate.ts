@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // Option negotiation (SMFIC_OPTNEG): the MTA's offer × what the application
 // declared -> our OPTNEG reply and the options in force. Pure.
 import type { MacroStage, MilterDeclaration, NegotiatedOptions, Step } from './application.js';

@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // SMFIR_* responses (milter -> MTA): encoded by the server, decoded by the
 // in-repo client. Also the SMTP reply text rules for SMFIR_REPLYCODE.
 import {
@@ -261,7 +263,11 @@ export function decodeReply(frame: Frame): Reply {
 export const MAX_REPLY_LINE = 980;
 export const MAX_REPLY_LINES = 32;
 
-const ENHANCED = /^([245])\.\d{1,3}\.\d{1,3}(?= |$)/;
+/** An RFC 3463 enhanced status code at the start of a line (`5.7.1`, then a space or the end), and its class digit. */
+export function leadingEnhancedCode(line: string): { readonly code: string; readonly klass: string } | undefined {
+  const m = /^([245])\.\d{1,3}\.\d{1,3}(?= |$)/.exec(line);
+  return m ? { code: m[0], klass: m[1] as string } : undefined;
+}
 
 /**
  * Builds the SMFIR_REPLYCODE string from a 3-digit 4xx/5xx code and one or
@@ -288,10 +294,10 @@ export function formatSmtpReply(code: string, text?: string | readonly string[])
   lines.forEach((raw, i) => {
     if (/[\r\n\0]/.test(raw)) throw new MilterReplyError('reply line must not contain CR, LF or NUL');
     let line = raw;
-    const m = ENHANCED.exec(line);
-    if (m) {
-      if (m[1] !== klass) throw new MilterReplyError(`enhanced status ${m[0]} does not match reply code ${code}`);
-      if (i === 0) firstEnhanced = m[0];
+    const enhanced = leadingEnhancedCode(line);
+    if (enhanced) {
+      if (enhanced.klass !== klass) throw new MilterReplyError(`enhanced status ${enhanced.code} does not match reply code ${code}`);
+      if (i === 0) firstEnhanced = enhanced.code;
     } else if (i > 0 && firstEnhanced) {
       line = line.length > 0 ? `${firstEnhanced} ${line}` : firstEnhanced;
     }

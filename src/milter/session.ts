@@ -1,4 +1,6 @@
-// The milter session as an explicit state machine. step(state, command) is
+// Runs in: the milter process and the in-repo client (pure).
+//
+// The milter session as an explicit state machine. advance(state, command) is
 // pure: it checks the command against the state table and returns the next
 // state plus the effects the connection must perform (send a packet, call a
 // handler, notify an abort, close). It throws MilterProtocolError for
@@ -16,7 +18,7 @@
 //   UNKNOWN) follows without a new OPTNEG.
 // - Macro packets may be empty or carry a stage byte we do not use.
 // - Steps negotiated away with SMFIP_NO* bits are simply absent.
-import type { MilterDeclaration, NegotiatedOptions, Step } from './application.js';
+import type { HandlerCall, HandlerStep, MilterDeclaration, NegotiatedOptions, Step } from './application.js';
 import type { Command, CommandType } from './commands.js';
 import { MilterProtocolError } from './errors.js';
 import { milterReplies, mtaSends, negotiate, type Offer } from './negotiate.js';
@@ -37,9 +39,6 @@ export interface SessionState {
   readonly negotiated: NegotiatedOptions | null;
 }
 
-/** Handler calls: the SMTP steps plus end of message. */
-export type HandlerStep = Step | 'eom';
-
 export type Effect =
   /** Write this packet now (the OPTNEG reply). */
   | { readonly kind: 'send'; readonly reply: Reply }
@@ -51,12 +50,17 @@ export type Effect =
   | { readonly kind: 'macro-scope'; readonly command: CommandType }
   /** The open transaction ended without end of message: tell the handler. */
   | { readonly kind: 'abort' }
-  /** Call the handler for this step; `reply` says whether its answer goes on the wire. */
-  | { readonly kind: 'call'; readonly step: HandlerStep; readonly command: Command; readonly reply: boolean }
+  /**
+   * Call this handler method; `reply` says whether its answer goes on the
+   * wire. The effects of one command run in order, and after a failed call
+   * the command's further calls are not made (their answer is a tempfail).
+   */
+  | { readonly kind: 'call'; readonly call: HandlerCall; readonly reply: boolean }
   /** QUIT: close the connection. */
   | { readonly kind: 'quit' };
 
-export interface StepOutcome {
+/** What one command does: the session after it, and the effects the connection performs. */
+export interface Transition {
   readonly state: SessionState;
   readonly effects: readonly Effect[];
 }
@@ -72,16 +76,13 @@ export function inTransaction(phase: Phase): boolean {
   return TRANSACTION_PHASES.has(phase);
 }
 
-/** The SMTP step commands, i.e. everything a handler method answers. */
-type StepCommandType = 'connect' | 'helo' | 'mail' | 'rcpt' | 'data' | 'header' | 'eoh' | 'body' | 'eom' | 'unknown';
-
 /**
  * The state table: for each phase, the step commands it accepts and the
  * phase after them. ABORT, MACRO, QUIT and QUIT_NC are valid in every phase
  * after negotiation and are handled outside the table; so are the implicit
  * aborts (MAIL or HELO inside a transaction), which restart from 'session'.
  */
-export const TRANSITIONS: Readonly<Record<Phase, Readonly<Partial<Record<StepCommandType, Phase>>>>> = {
+export const TRANSITIONS: Readonly<Record<Phase, Readonly<Partial<Record<HandlerStep, Phase>>>>> = {
   negotiate: {},
   connect: { connect: 'session', unknown: 'connect' },
   session: { helo: 'session', mail: 'mail', unknown: 'session' },
@@ -110,7 +111,7 @@ function badOrder(command: Command, phase: Phase): MilterProtocolError {
 }
 
 /** Next phase for a step command, following skipped (no-send) steps; undefined if out of order. */
-function transition(phase: Phase, type: StepCommandType, negotiated: NegotiatedOptions): Phase | undefined {
+function nextPhase(phase: Phase, type: HandlerStep, negotiated: NegotiatedOptions): Phase | undefined {
   let at: Phase = phase;
   for (;;) {
     const next = TRANSITIONS[at][type];
@@ -122,7 +123,7 @@ function transition(phase: Phase, type: StepCommandType, negotiated: NegotiatedO
 }
 
 /** Advances the session by one command. Pure. Throws MilterProtocolError. */
-export function step(state: SessionState, command: Command): StepOutcome {
+export function advance(state: SessionState, command: Command): Transition {
   const { phase } = state;
   if (phase === 'closed') throw badOrder(command, phase);
 
@@ -162,11 +163,11 @@ export function step(state: SessionState, command: Command): StepOutcome {
     case 'mail': {
       // Inside a transaction both start over from 'session': an implicit abort.
       const from: Phase = open ? 'session' : phase;
-      const next = transition(from, command.type, negotiated);
+      const next = nextPhase(from, command.type, negotiated);
       if (next === undefined) throw badOrder(command, phase);
       return {
         state: { ...state, phase: next },
-        effects: [...abortIfOpen, ...callEffects(command, command.type, negotiated)],
+        effects: [...abortIfOpen, ...callEffects(command, negotiated)],
       };
     }
     case 'connect':
@@ -176,15 +177,17 @@ export function step(state: SessionState, command: Command): StepOutcome {
     case 'eoh':
     case 'body':
     case 'unknown': {
-      const next = transition(phase, command.type, negotiated);
+      const next = nextPhase(phase, command.type, negotiated);
       if (next === undefined) throw badOrder(command, phase);
-      return { state: { ...state, phase: next }, effects: callEffects(command, command.type, negotiated) };
+      return { state: { ...state, phase: next }, effects: callEffects(command, negotiated) };
     }
     case 'eom': {
-      const next = transition(phase, 'eom', negotiated);
+      const next = nextPhase(phase, 'eom', negotiated);
       if (next === undefined) throw badOrder(command, phase);
+      // libmilter treats data in BODYEOB as a last body chunk (no MTA sends any).
+      const lastChunk: Effect[] = command.chunk.length > 0 ? [{ kind: 'call', call: { step: 'body', args: [command.chunk] }, reply: false }] : [];
       // No no-reply bit exists for end of message: it is always answered.
-      return { state: { ...state, phase: next }, effects: [{ kind: 'call', step: 'eom', command, reply: true }] };
+      return { state: { ...state, phase: next }, effects: [...lastChunk, { kind: 'call', call: { step: 'eom', args: [] }, reply: true }] };
     }
     default: {
       const never: never = command;
@@ -193,9 +196,35 @@ export function step(state: SessionState, command: Command): StepOutcome {
   }
 }
 
-function callEffects(command: Command, stepName: Step, negotiated: NegotiatedOptions): Effect[] {
+type StepCommand = Extract<Command, { type: Step }>;
+
+/** The handler method for a step command, with its arguments. */
+function handlerCall(command: StepCommand): HandlerCall {
+  switch (command.type) {
+    case 'connect':
+      return { step: 'connect', args: [command.hostname, command.family, command.port, command.address] };
+    case 'helo':
+      return { step: 'helo', args: [command.name] };
+    case 'mail':
+      return { step: 'mail', args: [command.args] };
+    case 'rcpt':
+      return { step: 'rcpt', args: [command.args] };
+    case 'data':
+      return { step: 'data', args: [] };
+    case 'header':
+      return { step: 'header', args: [command.name, command.value] };
+    case 'eoh':
+      return { step: 'eoh', args: [] };
+    case 'body':
+      return { step: 'body', args: [command.chunk] };
+    case 'unknown':
+      return { step: 'unknown', args: [command.command] };
+  }
+}
+
+function callEffects(command: StepCommand, negotiated: NegotiatedOptions): Effect[] {
   return [
     { kind: 'macro-scope', command: command.type },
-    { kind: 'call', step: stepName, command, reply: milterReplies(negotiated, stepName) },
+    { kind: 'call', call: handlerCall(command), reply: milterReplies(negotiated, command.type) },
   ];
 }

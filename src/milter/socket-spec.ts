@@ -1,3 +1,5 @@
+// Runs in: the milter process and the in-repo client (pure).
+//
 // Socket specifications in the Sendmail/libmilter syntax, shared by the
 // server (where to listen) and the client (where to connect):
 //   inet:PORT@HOST   inet6:PORT@HOST   inet:PORT (listen on all addresses)

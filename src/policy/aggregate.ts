@@ -1,6 +1,6 @@
 // Runs in: every process (pure).
 //
-// The verdict of one message (contract §5): the local users' filter outcomes
+// The verdict of one message (docs/reference.md §5): the local users' filter outcomes
 // and the non-local recipients vote; the message is rejected or tempfailed
 // only when nobody votes accept. Pure: no I/O.
 import type { Outcome } from '../filter/job.js';
@@ -37,7 +37,7 @@ export interface Decision extends Verdict {
   dryRunWouldBe?: Verdict;
 }
 
-/** How one filter outcome votes (contract §5.1). */
+/** How one filter outcome votes (docs/reference.md §5.1). */
 export function voteOf(outcome: Outcome, onError: PolicySettings['onError']): Vote {
   switch (outcome) {
     case 'accept':
@@ -85,7 +85,7 @@ export function verdictOf(users: readonly UserVerdict[], nonLocalCount: number, 
 }
 
 /**
- * The decision for a filtered message (contract §5): `users` are the local
+ * The decision for a filtered message (docs/reference.md §5): `users` are the local
  * users asked (each once), `nonLocalCount` the non-local recipients. Under
  * `policy.dryRun` the action is always accept, with the real verdict in
  * `dryRunWouldBe` for logs and metrics.

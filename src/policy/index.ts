@@ -1,6 +1,6 @@
 // Runs in: every process (pure).
 //
-// Verdict policy (contract §5): pure functions only.
+// Verdict policy (docs/reference.md §5): pure functions only.
 export * from './aggregate.js';
 export * from './reply.js';
 export * from './split.js';

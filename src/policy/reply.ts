@@ -4,6 +4,7 @@
 // becomes the reply the MTA hands to the client, and the fixed replies of
 // policy. Our own failures have theirs in src/errors.ts (errorReply). Pure:
 // no I/O.
+import { leadingEnhancedCode } from '../milter/replies.js';
 
 /** The verdicts that carry a reply. */
 export type ReplyKind = 'reject' | 'tempfail';
@@ -17,9 +18,6 @@ const BASIC_CODE: Record<ReplyKind, string> = { reject: '550', tempfail: '451' }
 const DEFAULT_ENHANCED: Record<ReplyKind, string> = { reject: '5.7.1', tempfail: '4.7.1' };
 const CLASS_DIGIT: Record<ReplyKind, string> = { reject: '5', tempfail: '4' };
 
-/** An RFC 3463 enhanced status code at the start of a text, followed by a space or the end. */
-const LEADING_ENHANCED = /^([245])\.\d{1,3}\.\d{1,3}(?= |$)/;
-
 /**
  * Turns one filter's reply text into a full SMTP reply for `kind`, or null
  * when the filter gave no usable text: empty, or an enhanced code whose class
@@ -30,9 +28,9 @@ const LEADING_ENHANCED = /^([245])\.\d{1,3}\.\d{1,3}(?= |$)/;
 export function filterReply(kind: ReplyKind, text: string): string | null {
   const t = text.trim();
   if (t === '') return null;
-  const code = LEADING_ENHANCED.exec(t);
-  if (code) {
-    if (code[1] !== CLASS_DIGIT[kind]) return null;
+  const enhanced = leadingEnhancedCode(t);
+  if (enhanced) {
+    if (enhanced.klass !== CLASS_DIGIT[kind]) return null;
     return `${BASIC_CODE[kind]} ${t}`;
   }
   return `${BASIC_CODE[kind]} ${DEFAULT_ENHANCED[kind]} ${t}`;

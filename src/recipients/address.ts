@@ -13,13 +13,18 @@ export interface ParsedAddress {
   domain: string;
 }
 
+/** `<a@b>` -> `a@b`; the null sender `<>` -> ''. White space around (and inside the brackets) is dropped. */
+export function stripBrackets(arg: string): string {
+  const a = arg.trim();
+  return a.startsWith('<') && a.endsWith('>') ? a.slice(1, -1).trim() : a;
+}
+
 /**
  * Parses a RCPT argument: strips `<…>`, an RFC 5321 source route
  * (`<@relay:user@dom>`) and surrounding white space.
  */
 export function parseAddress(arg: string): ParsedAddress {
-  let a = arg.trim();
-  if (a.startsWith('<') && a.endsWith('>')) a = a.slice(1, -1).trim();
+  let a = stripBrackets(arg);
   if (a.startsWith('@')) {
     const colon = a.indexOf(':');
     if (colon >= 0) a = a.slice(colon + 1);
@@ -53,13 +58,4 @@ export function splitExtension(localPart: string, delimiter: string): { base: st
 export function rcptAddrUser(rcptAddr: string): string {
   const { localPart } = parseAddress(rcptAddr);
   return localPart.startsWith('\\') ? localPart.slice(1) : localPart;
-}
-
-/**
- * Whether a string may be looked up as a user name: no path or program
- * deliveries (`/file`, `|cmd`, `:include:`), no control characters or
- * white space, not empty.
- */
-export function isPlausibleUserName(name: string): boolean {
-  return /^[a-z0-9_.][a-z0-9_.$-]*$/i.test(name) && name !== '.' && name !== '..';
 }

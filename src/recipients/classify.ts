@@ -13,7 +13,8 @@
 // never taken for "no such user".
 import type { Config } from '../config/schema.js';
 import type { UserAccount } from '../users/user.js';
-import { isPlausibleUserName, parseAddress, rcptAddrUser, splitExtension } from './address.js';
+import { isPlausibleUserName } from '../users/resolve.js';
+import { parseAddress, rcptAddrUser, splitExtension } from './address.js';
 import { RecipientMap } from './map.js';
 
 /** `recipients.*` of the configuration. */
@@ -21,6 +22,7 @@ export type RecipientSettings = Pick<Config['recipients'], 'localMailers' | 'loc
 
 /** What the classifier needs from the user resolver (src/users/resolve.ts). */
 export interface UserLookup {
+  /** The account, or null: no such user, root, or below users.minUid (src/users/resolve.ts). */
   lookup(name: string): Promise<UserAccount | null>;
 }
 
@@ -60,9 +62,8 @@ export type Recipient = LocalRecipient | NonLocalRecipient;
 
 export interface ClassifierOptions {
   recipients: RecipientSettings;
+  /** Answers null for root and accounts below users.minUid, so they are never local. */
   users: UserLookup;
-  /** `users.minUid`: accounts below it (and root, always) are not local. */
-  minUid: number;
 }
 
 export class RecipientClassifier {
@@ -90,7 +91,7 @@ export class RecipientClassifier {
 
   async classify(input: RcptInput): Promise<Recipient> {
     const { rcpt } = input;
-    const { recipients: settings, users, minUid } = this.opts;
+    const { recipients: settings, users } = this.opts;
     const parsed = parseAddress(rcpt);
     if (parsed.address === '') return nonLocal(rcpt, 'empty address');
     const domain = parsed.domain.toLowerCase();
@@ -129,8 +130,7 @@ export class RecipientClassifier {
 
     if (!isPlausibleUserName(name)) return nonLocal(rcpt, `not a user name: ${JSON.stringify(name)}`);
     const user = await users.lookup(name);
-    if (user === null) return nonLocal(rcpt, `no such user ${name}`);
-    if (user.uid === 0 || user.uid < minUid) return nonLocal(rcpt, `user ${name} (uid ${user.uid}) below users.minUid`);
+    if (user === null) return nonLocal(rcpt, `no such user ${name} (or root, or below users.minUid)`);
     return {
       kind: 'local',
       user,

@@ -1,6 +1,6 @@
 // Runs in: the milter process.
 //
-// Recipient classification: RCPT -> local user or not (contract §3, §5).
+// Recipient classification: RCPT -> local user or not (docs/reference.md §3, §5).
 export * from './address.js';
 export * from './classify.js';
 export * from './map.js';

@@ -34,10 +34,6 @@ export class TransactionRecipients {
     return true;
   }
 
-  has(userName: string): boolean {
-    return this.byUser.has(userName);
-  }
-
   /** Each local user once, in the order first seen. */
   localUsers(): RecipientsOfUser[] {
     return [...this.byUser.values()];
@@ -47,17 +43,7 @@ export class TransactionRecipients {
     return this.byUser.size;
   }
 
-  get nonLocal(): readonly NonLocalRecipient[] {
-    return this.others;
-  }
-
   get nonLocalCount(): number {
     return this.others.length;
-  }
-
-  /** Forget everything (new MAIL, ABORT). */
-  clear(): void {
-    this.byUser.clear();
-    this.others.length = 0;
   }
 }

@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // The listening side: one net.Server on an inet/inet6/unix socket, one
 // MilterConnection per accepted socket, a cap on concurrent connections and
 // a graceful close for SIGTERM.
@@ -7,8 +9,9 @@ import type { CustomReply, MilterApplication, MilterEvents, MilterLogger } from 
 import { DEFAULT_MAX_FRAME_LENGTH } from '../milter/constants.js';
 import { formatSocketSpec, parseSocketSpec, type SocketSpec } from '../milter/socket-spec.js';
 import { MilterConnection, type ConnectionSettings } from './connection.js';
+import { refusal } from './refusal.js';
 import { prepareUnixSocketPath, removeUnixSocket } from './unix-socket.js';
-import { CONNECTION_IDLE_MS, REFUSED_IDLE_MS } from '../timeouts.js';
+import { CONNECTION_IDLE_MS, IDLE_BETWEEN_TRANSACTIONS_MS, REFUSED_IDLE_MS } from '../timeouts.js';
 
 export interface MilterServerOptions {
   /** Where to listen: `inet:PORT@HOST`, `inet6:PORT@HOST`, `unix:PATH`, `local:PATH` (port 0 = ephemeral). */
@@ -26,13 +29,19 @@ export interface MilterServerOptions {
    * session that is merely slow keeps its milter connection.
    */
   readonly idleTimeout?: number;
+  /**
+   * ms a connection may stay without an open transaction, whatever it sends
+   * meanwhile; 0 = no limit. Default 300000 (src/timeouts.ts
+   * IDLE_BETWEEN_TRANSACTIONS_MS says why).
+   */
+  readonly idleBetweenTransactions?: number;
   /** Largest accepted packet (length word). Default 1 MiB: Postfix sends headers above 64 KiB in one packet. */
   readonly maxFrameLength?: number;
   readonly logger?: MilterLogger;
   readonly events?: MilterEvents;
   /** Answer when a handler throws. Default `451 4.3.0 …`: a tempfail, never a reject. */
   readonly errorReply?: CustomReply;
-  /** Answer to the first step of a connection over maxConnections. Default `421 4.3.2 …`: the MTA closes the SMTP session. */
+  /** Answer to the first step of a connection over maxConnections; must be a 421. Default `421 4.3.2 …`: the MTA closes the SMTP session. */
   readonly refuseReply?: CustomReply;
   /** Answer to a still-open transaction during shutdown. Default `451 4.3.2 …`. */
   readonly shutdownReply?: CustomReply;
@@ -55,6 +64,8 @@ export class MilterServer {
   private constructor(
     private readonly server: Server,
     private readonly settings: ConnectionSettings,
+    /** The settings of a connection over maxConnections: the refusal as its application, a short idle limit. */
+    private readonly refusedSettings: ConnectionSettings,
     private readonly maxConnections: number,
     private readonly log: MilterLogger,
     private readonly events: MilterEvents,
@@ -74,17 +85,24 @@ export class MilterServer {
       maxFrameLength: options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH,
       progressInterval: options.progressInterval ?? 5000,
       idleTimeout: options.idleTimeout ?? CONNECTION_IDLE_MS,
+      idleBetweenTransactions: options.idleBetweenTransactions ?? IDLE_BETWEEN_TRANSACTIONS_MS,
       errorReply: options.errorReply ?? { code: '451', text: '4.3.0 Temporary failure in the mail filter, try again later' },
       shutdownReply: options.shutdownReply ?? { code: '451', text: '4.3.2 Mail filter shutting down, try again later' },
     };
-    for (const [name, value] of Object.entries({ maxConnections, progressInterval: settings.progressInterval, idleTimeout: settings.idleTimeout })) {
+    const counts = { maxConnections, progressInterval: settings.progressInterval, idleTimeout: settings.idleTimeout, idleBetweenTransactions: settings.idleBetweenTransactions };
+    for (const [name, value] of Object.entries(counts)) {
       if (!Number.isInteger(value) || value < 0) throw new RangeError(`${name} must be a non-negative integer, got ${value}`);
     }
     const refuseReply = options.refuseReply ?? { code: '421', text: '4.3.2 Too many connections to the mail filter, try again later' };
+    const refusedSettings: ConnectionSettings = {
+      ...settings,
+      application: refusal(options.application.declaration, refuseReply),
+      idleTimeout: Math.min(settings.idleTimeout || REFUSED_IDLE_MS, REFUSED_IDLE_MS),
+    };
 
     const server = createServer({ pauseOnConnect: true });
-    const instance = new MilterServer(server, settings, maxConnections, log, events, spec);
-    server.on('connection', (socket) => instance.accept(socket, refuseReply));
+    const instance = new MilterServer(server, settings, refusedSettings, maxConnections, log, events, spec);
+    server.on('connection', (socket) => instance.accept(socket));
     server.on('error', (error) => log.error({ err: error }, 'listener error'));
 
     if (spec.kind === 'unix') {
@@ -118,16 +136,13 @@ export class MilterServer {
     return this.connections.size + this.refused.size;
   }
 
-  private accept(socket: Socket, refuseReply: CustomReply): void {
+  private accept(socket: Socket): void {
     if (this.closing) {
       socket.destroy();
       return;
     }
     const over = this.connections.size >= this.maxConnections;
-    const settings: ConnectionSettings = over
-      ? { ...this.settings, refuseReply, idleTimeout: Math.min(this.settings.idleTimeout || REFUSED_IDLE_MS, REFUSED_IDLE_MS) }
-      : this.settings;
-    const connection = new MilterConnection(socket, settings);
+    const connection = new MilterConnection(socket, over ? this.refusedSettings : this.settings);
     const registry = over ? this.refused : this.connections;
     registry.add(connection);
     if (over) {
@@ -191,9 +206,4 @@ function listen(server: Server, options: { path?: string; port?: number; host?: 
       resolve();
     });
   });
-}
-
-/** Convenience: `await startMilterServer({...})`. */
-export function startMilterServer(options: MilterServerOptions): Promise<MilterServer> {
-  return MilterServer.start(options);
 }

@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // Unix socket housekeeping. A socket file left by a crashed run blocks
 // listen() with EADDRINUSE; we remove it only when nobody answers on it.
 // A live socket means another milter is running there: that is an error,

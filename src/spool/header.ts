@@ -1,6 +1,6 @@
 // Runs in: every process (pure).
 //
-// One header line of the message form (contract §4), from a milter HEADER
+// One header line of the message form (docs/reference.md §4), from a milter HEADER
 // packet: the name (without colon) and the value. Folded headers arrive with
 // their lines joined by LF (or CRLF) + white space and are written back
 // folded, with the chosen line ending.
@@ -31,8 +31,13 @@ export function headerLine(name: string, value: Bytes, form: HeaderForm): Buffer
   return Buffer.from(`${name}${sep}${text}${eol}`, 'latin1');
 }
 
+/** `<a@b>` -> `a@b`, `<>` -> '' (the null sender); white space around is dropped, an address without brackets stays. */
+export function bareAddress(address: string): string {
+  const t = address.trim();
+  return t.startsWith('<') && t.endsWith('>') ? t.slice(1, -1) : t;
+}
+
 /** The first line of the message form. `sender` is the envelope sender, '' for the null sender. */
 export function returnPathLine(sender: string, lineEndings: LineEndings): Buffer {
-  const s = sender.trim().replace(/^<(.*)>$/, '$1');
-  return Buffer.from(`Return-Path: <${s}>${eolOf(lineEndings)}`, 'latin1');
+  return Buffer.from(`Return-Path: <${bareAddress(sender)}>${eolOf(lineEndings)}`, 'latin1');
 }

@@ -1,6 +1,6 @@
 // Runs in: the milter process (and `try`).
 //
-// Message spooling (contract §3 `spool.dir`, §4 message form).
+// Message spooling (docs/reference.md §3 `spool.dir`, §4 message form).
 export * from './file.js';
 export * from './header.js';
 export * from './line-endings.js';

@@ -10,6 +10,7 @@
 import type { Spool } from './spool.js';
 import type { SpoolFile } from './file.js';
 import type { LineEndings } from './line-endings.js';
+import { bareAddress, toBuffer } from './header.js';
 
 export interface RawSpoolOptions {
   /** Envelope sender; when undefined, the message's own Return-Path (else the null sender ''). */
@@ -63,7 +64,7 @@ export async function spoolRawMessage(spool: Spool, input: AsyncIterable<Buffer 
   }
 
   const returnPaths = headers.filter((h) => h.name.toLowerCase() === 'return-path');
-  const sender = opts.sender ?? returnPaths[0]?.value.trim().replace(/^<(.*)>$/, '$1') ?? '';
+  const sender = opts.sender ?? bareAddress(returnPaths[0]?.value ?? '');
   const file = await spool.create(sender, {
     lineEndings: opts.lineEndings,
     headerLeadingSpace: true, // values above keep all their white space after the colon
@@ -108,7 +109,7 @@ class LineReader {
       }
       const next = await this.it.next();
       if (next.done) this.done = true;
-      else this.buf = Buffer.concat([this.buf, toBuf(next.value)]);
+      else this.buf = Buffer.concat([this.buf, toBuffer(next.value)]);
     }
   }
 
@@ -118,11 +119,7 @@ class LineReader {
     while (!this.done) {
       const next = await this.it.next();
       if (next.done) this.done = true;
-      else yield toBuf(next.value);
+      else yield toBuffer(next.value);
     }
   }
-}
-
-function toBuf(chunk: Buffer | string): Buffer {
-  return typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : chunk;
 }

@@ -43,12 +43,18 @@ export interface UserResolverOptions {
 export const DEFAULT_USER_TTL_MS = USER_CACHE_TTL_MS;
 
 /**
- * Names we pass to getent or compare with a file. Purely numeric names are
- * refused: `getent passwd 1000` would look up a uid, not a name. A leading
- * '-' would read as an option.
+ * Whether a name may be looked up as a user at all: what we pass to getent
+ * or compare with a file, and what recipient classification accepts from an
+ * address. Refused: purely numeric names (`getent passwd 1000` would look up
+ * a uid), a leading '-' (an option), `.` and `..`, anything with white
+ * space, control characters, '/', '|' or ':' (file and program deliveries,
+ * `:include:`), and names above 64 bytes. A trailing '$' (Samba machine
+ * accounts) is allowed.
  */
 export function isPlausibleUserName(name: string): boolean {
-  return name.length > 0 && name.length <= 64 && /^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?$/.test(name) && !/^\d+$/.test(name);
+  return (
+    name.length > 0 && name.length <= 64 && /^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?$/.test(name) && !/^\d+$/.test(name) && name !== '.' && name !== '..'
+  );
 }
 
 /** One passwd(5) line -> account (groups: the primary group only), or null if malformed. */

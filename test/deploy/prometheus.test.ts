@@ -98,7 +98,7 @@ test('alerts and dashboard use only metrics that exist (docs/reference.md §6, p
   for (const e of exprs) {
     for (const name of metricNames(e)) assert.ok(KNOWN_SERIES.has(name), `unknown metric ${name} in: ${e}`);
   }
-  // Each §6 metric is watched somewhere.
+  // Each metric of docs/reference.md §6 is watched somewhere.
   const all = exprs.join('\n');
   for (const m of CONTRACT_METRICS) assert.ok(all.includes(`per_user_milter_${m}`), `nothing shows per_user_milter_${m}`);
 });

@@ -1,6 +1,11 @@
-// Contract §5, row by row, through the in-repo milter client against a real
-// `per-user-milter serve` (built CLI, real setpriv user switch, real piscina
-// pool). Needs root: filters run as the test users of a passwd file.
+// The verdict table (test/scenarios/verdicts.ts), row by row, through the
+// in-repo milter client against a real `per-user-milter serve` (built CLI,
+// real setpriv user switch, real filter runner). This tier sees the milter
+// replies themselves: the RCPT replies, where the verdict came (DATA, a body
+// chunk or end of message), the SMFIR_DELRCPT packets, the per-message log
+// line and the metrics. After the rows: what only this tier can do (a killed
+// serve, a client that hangs up mid-body, two hundred connections at once).
+// Needs root: filters run as the users of a passwd file, uids 63001-63003.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -12,114 +17,109 @@ import { MilterClient } from '../../../src/milter/client.js';
 import type { Reply } from '../../../src/milter/replies.js';
 import { startMilter, type Milter } from '../../mta/harness/milter.js';
 import { childrenOf } from '../../../src/filter/hunt.js';
-import { lacksRoot } from '../../support/require.js';
+import { lacksCommand, lacksRoot } from '../../support/require.js';
 import { isAlive, waitUntil } from '../../support/wait.js';
+import {
+  actionOf,
+  byConfig,
+  checkLogLine,
+  DEFER_REPLY,
+  expand,
+  filterBody,
+  messageLines,
+  ran,
+  recipient,
+  transactions,
+  USERS,
+  type Filter,
+  type Scenario,
+  type User,
+} from '../../scenarios/scenario.js';
+import { VERDICTS } from '../../scenarios/verdicts.js';
 
-const USERS = { alice: 63001, bob: 63002, carol: 63003 } as const;
-type UserName = keyof typeof USERS;
+const UID: Record<User, number> = { alice: 63001, bob: 63002, carol: 63003 };
 const DOMAIN = 'example.test';
+const SENDER = 'sender@client.test';
 const MILTER_PORT = 26011;
 const METRICS_PORT = 26012;
-
-/** What a test user's ~/.user-milter does. */
-type Filter =
-  | { kind: 'accept' }
-  | { kind: 'reject'; text?: string }
-  | { kind: 'tempfail'; text?: string }
-  | { kind: 'exit'; code: number }
-  | { kind: 'hang' }
-  /** Hangs, and so does a background child in its process group. */
-  | { kind: 'hang-with-child' }
-  | { kind: 'unsafe' }
-  | { kind: 'none' };
-
-interface Case {
-  name: string;
-  config?: Record<string, string | number | boolean>;
-  filters: Partial<Record<UserName, Filter>>;
-  /** Local users by name (RCPT as `<Name@example.test>`), or a full RCPT for non-local ones. */
-  rcpts: string[];
-  /** Expected RCPT replies other than continue, by index. */
-  rcptReplies?: Record<number, string>;
-  /** Expected final reply: 'accept', or the REPLYCODE text. When the body is never sent: 'accept@data' or 'accept@body'. */
-  expect: string;
-  /** Expected SMFIR_DELRCPT recipients. */
-  deleted?: string[];
-  /** Expected filter outcomes (for the metrics check). */
-  outcomes?: string[];
-  /** Message body size (bytes), default small. */
-  bodyBytes?: number;
-}
 
 let root: string;
 let passwd: string;
 
-function homeOf(u: UserName): string {
-  return path.join(root, 'home', u);
-}
+const homeOf = (u: User): string => path.join(root, 'home', u);
+const account = (u: User): { uid: number; home: string } => ({ uid: UID[u], home: homeOf(u) });
 
-function writeFilter(u: UserName, f: Filter): void {
+/** Installs a user's ~/.user-milter (none: removed) and clears what earlier runs wrote. */
+function writeFilter(u: User, f: Filter | undefined): void {
   const file = path.join(homeOf(u), '.user-milter');
   fs.rmSync(file, { force: true });
-  if (f.kind === 'none') return;
-  const body: Record<Exclude<Filter['kind'], 'none'>, string> = {
-    accept: 'exit 0',
-    reject: `echo ${JSON.stringify((f as { text?: string }).text ?? '')}; exit 1`,
-    tempfail: `echo ${JSON.stringify((f as { text?: string }).text ?? '')}; exit 75`,
-    exit: `exit ${(f as { code?: number }).code ?? 0}`,
-    hang: 'exec sleep 60',
-    'hang-with-child': 'sleep 60 &\nexec sleep 60',
-    unsafe: 'exit 1',
-  };
-  fs.writeFileSync(file, `#!/bin/sh\ncat >/dev/null\n${body[f.kind]}\n`, { mode: 0o755 });
-  fs.chownSync(file, USERS[u], USERS[u]);
+  fs.rmSync(path.join(homeOf(u), 'runs'), { force: true });
+  if (!f) return;
+  fs.writeFileSync(file, `#!/bin/sh\n${filterBody(f)}`);
+  fs.chownSync(file, UID[u], UID[u]);
   fs.chmodSync(file, f.kind === 'unsafe' ? 0o775 : 0o755); // group-writable: unsafe
 }
 
-function rcptOf(r: string): { rcpt: string; mailer: string; addr: string } {
-  if (r in USERS) return { rcpt: `<${r[0]!.toUpperCase()}${r.slice(1)}@${DOMAIN}>`, mailer: 'local', addr: `${r}@${DOMAIN}` };
-  return { rcpt: `<${r}>`, mailer: 'smtp', addr: r };
+function runsOf(u: User): number {
+  const file = path.join(homeOf(u), 'runs');
+  return fs.existsSync(file) ? fs.readFileSync(file, 'latin1').split('\n').filter((l) => l !== '').length : 0;
+}
+
+/** A recipient of the table as this tier sends it: the RCPT argument (case as a client may write it) and its macros. */
+function rcptOf(to: string): { rcpt: string; mailer: string; addr: string } {
+  const r = recipient(to);
+  if (r.kind === 'remote') return { rcpt: `<${r.local}@elsewhere.example>`, mailer: 'smtp', addr: `${r.local}@elsewhere.example` };
+  const local = r.extension ? `${r.user}+${r.extension}` : r.user;
+  return { rcpt: `<${local[0]!.toUpperCase()}${local.slice(1)}@${DOMAIN}>`, mailer: 'local', addr: `${local}@${DOMAIN}` };
+}
+
+function describeReply(r: Reply): string {
+  if (r.type === 'replycode') return r.text;
+  return r.type;
 }
 
 interface Sent {
-  rcptReplies: Reply[];
+  /** RCPT replies other than continue, by recipient. */
+  rcptReplies: Map<string, string>;
+  /** 'accept' or the reply text. */
   final: string;
+  /** Where the verdict came when before end of message. */
+  at: 'data' | 'header' | 'body' | undefined;
+  /** SMFIR_DELRCPT recipients. */
   deleted: string[];
 }
 
-function describeReply(r: Reply, at: string): string {
-  if (r.type === 'replycode') return r.text;
-  return at ? `${r.type}@${at}` : r.type;
-}
-
 /** One whole transaction; stops early when the milter gives a final answer before EOM. */
-async function sendMessage(c: MilterClient, rcpts: string[], bodyBytes = 200, queueId = 'QTEST'): Promise<Sent> {
-  assert.equal((await c.mail('<sender@client.test>', 'SIZE=100'))?.type, 'continue');
-  const rcptReplies: Reply[] = [];
-  for (const r of rcpts) {
+async function sendTransaction(c: MilterClient, to: readonly string[], bodyBytes = 200, queueId = 'QTEST'): Promise<Sent> {
+  const sent: Sent = { rcptReplies: new Map(), final: '', at: undefined, deleted: [] };
+  c.macro('M', { '{mail_addr}': SENDER });
+  assert.equal((await c.mail(`<${SENDER}>`, 'SIZE=100'))?.type, 'continue');
+  for (const r of to) {
     const { rcpt, mailer, addr } = rcptOf(r);
     c.macro('R', { '{rcpt_mailer}': mailer, '{rcpt_addr}': addr, i: queueId });
-    rcptReplies.push((await c.rcpt(rcpt)) as Reply);
+    const reply = (await c.rcpt(rcpt)) as Reply;
+    if (reply.type !== 'continue') sent.rcptReplies.set(r, describeReply(reply));
   }
+  const early = (r: Reply, at: Sent['at']): Sent => ({ ...sent, final: describeReply(r), at });
   c.macro('T', { i: queueId });
   const data = (await c.data()) as Reply;
-  if (data.type !== 'continue') return { rcptReplies, final: describeReply(data, 'data'), deleted: [] };
-  for (const [n, v] of [['From', ' <sender@client.test>'], ['Subject', ' test']] as const) {
+  if (data.type !== 'continue') return early(data, 'data');
+  for (const [n, v] of [['From', ` <${SENDER}>`], ['Subject', ' test']] as const) {
     const h = (await c.header(n, v)) as Reply;
-    if (h.type !== 'continue') return { rcptReplies, final: describeReply(h, 'header'), deleted: [] };
+    if (h.type !== 'continue') return early(h, 'header');
   }
   assert.equal((await c.eoh())?.type, 'continue');
   const line = 'x'.repeat(70) + '\r\n';
   let body = line.repeat(Math.ceil(bodyBytes / line.length));
   while (body.length > 0) {
-    const chunk = body.slice(0, 65535);
+    const r = (await c.body(body.slice(0, 65535))) as Reply;
     body = body.slice(65535);
-    const r = (await c.body(chunk)) as Reply;
-    if (r.type !== 'continue') return { rcptReplies, final: describeReply(r, 'body'), deleted: [] };
+    if (r.type !== 'continue') return early(r, 'body');
   }
   const eom = await c.eom();
-  const deleted = eom.modifications.filter((m) => m.type === 'delrcpt').map((m) => (m as { recipient: Buffer }).recipient.toString('latin1'));
-  return { rcptReplies, final: describeReply(eom.final, ''), deleted };
+  sent.deleted = eom.modifications.filter((m) => m.type === 'delrcpt').map((m) => (m as { recipient: Buffer }).recipient.toString('latin1'));
+  sent.final = describeReply(eom.final);
+  return sent;
 }
 
 async function openClient(): Promise<MilterClient> {
@@ -162,41 +162,14 @@ function processesOf(uid: number): number[] {
   return out.split('\n').map((l) => l.trim().split(/\s+/)).filter(([pid, stat]) => pid && !stat?.startsWith('Z')).map(([pid]) => Number(pid));
 }
 
-const reject = (text?: string): Filter => (text === undefined ? { kind: 'reject' } : { kind: 'reject', text });
-
-const CASES: Case[] = [
-  { name: 'all reject, same text', filters: { alice: reject('5.7.1 no thanks'), bob: reject('5.7.1 no thanks') }, rcpts: ['alice', 'bob'], expect: '550 5.7.1 no thanks', outcomes: ['reject', 'reject'] },
-  { name: 'all reject, different texts', filters: { alice: reject('5.7.1 no'), bob: reject('5.7.1 nope') }, rcpts: ['alice', 'bob'], expect: '550 5.7.1 Message rejected by its recipients', outcomes: ['reject', 'reject'] },
-  { name: 'reject text without an enhanced code', filters: { alice: reject('go away') }, rcpts: ['alice'], expect: '550 5.7.1 go away', outcomes: ['reject'] },
-  { name: 'reject with a 4.x.y text gets the default', filters: { alice: reject('4.2.0 odd') }, rcpts: ['alice'], expect: '550 5.7.1 Message rejected by its recipients', outcomes: ['reject'] },
-  { name: 'reject without text', filters: { alice: reject() }, rcpts: ['alice'], expect: '550 5.7.1 Message rejected by its recipients', outcomes: ['reject'] },
-  { name: 'mixed, deliver', filters: { alice: { kind: 'accept' }, bob: reject('5.7.1 no') }, rcpts: ['alice', 'bob'], expect: 'accept', deleted: [], outcomes: ['accept', 'reject'] },
-  { name: 'mixed, drop-rejecters', config: { 'policy.mixed': 'drop-rejecters' }, filters: { alice: { kind: 'accept' }, bob: reject('5.7.1 no') }, rcpts: ['alice', 'bob'], expect: 'accept', deleted: [`<Bob@${DOMAIN}>`], outcomes: ['accept', 'reject'] },
-  { name: 'mixed, split: the second filtered user gets 452', config: { 'policy.mixed': 'split' }, filters: { alice: reject('5.7.1 alice says no'), bob: { kind: 'accept' } }, rcpts: ['alice', 'bob'], rcptReplies: { 1: '452 4.5.3 Try again in a separate transaction' }, expect: '550 5.7.1 alice says no', outcomes: ['reject'] },
-  { name: 'split: the retried recipient gets its own verdict', config: { 'policy.mixed': 'split' }, filters: { alice: reject('5.7.1 alice says no'), bob: { kind: 'accept' } }, rcpts: ['bob'], expect: 'accept', outcomes: ['accept'] },
-  { name: 'tempfail beats reject', filters: { alice: { kind: 'tempfail', text: '4.2.0 later' }, bob: reject('5.7.1 no') }, rcpts: ['alice', 'bob'], expect: '451 4.2.0 later', outcomes: ['tempfail', 'reject'] },
-  { name: 'nofilter is an accept vote', filters: { alice: { kind: 'none' }, bob: reject('5.7.1 no') }, rcpts: ['alice', 'bob'], expect: 'accept', outcomes: ['nofilter', 'reject'] },
-  { name: 'unsafe counts as accept (onError=accept)', filters: { alice: { kind: 'unsafe' }, bob: reject('5.7.1 no') }, rcpts: ['alice', 'bob'], expect: 'accept', outcomes: ['unsafe', 'reject'] },
-  { name: 'unsafe counts as tempfail (onError=tempfail)', config: { 'filter.onError': 'tempfail' }, filters: { alice: { kind: 'unsafe' }, bob: reject('5.7.1 no') }, rcpts: ['alice', 'bob'], expect: '451 4.7.1 Message deferred by its recipients', outcomes: ['unsafe', 'reject'] },
-  { name: 'error counts as accept (onError=accept)', filters: { alice: { kind: 'exit', code: 3 } }, rcpts: ['alice'], expect: 'accept', outcomes: ['error'] },
-  { name: 'error counts as tempfail (onError=tempfail)', config: { 'filter.onError': 'tempfail' }, filters: { alice: { kind: 'exit', code: 3 } }, rcpts: ['alice'], expect: '451 4.7.1 Message deferred by its recipients', outcomes: ['error'] },
-  { name: 'timeout counts as accept (onError=accept)', config: { 'filter.timeout': 800 }, filters: { alice: { kind: 'hang' }, bob: reject() }, rcpts: ['alice', 'bob'], expect: 'accept', outcomes: ['timeout', 'reject'] },
-  { name: 'timeout counts as tempfail (onError=tempfail)', config: { 'filter.timeout': 800, 'filter.onError': 'tempfail' }, filters: { alice: { kind: 'hang' } }, rcpts: ['alice'], expect: '451 4.7.1 Message deferred by its recipients', outcomes: ['timeout'] },
-  { name: 'a non-local recipient votes accept (nonLocal=accept)', filters: { alice: reject('5.7.1 no') }, rcpts: ['alice', 'someone@elsewhere.example'], expect: 'accept', outcomes: ['reject'] },
-  { name: 'a non-local recipient has no say (nonLocal=ignore)', config: { 'policy.nonLocal': 'ignore' }, filters: { alice: reject('5.7.1 no') }, rcpts: ['alice', 'someone@elsewhere.example'], expect: '550 5.7.1 no', outcomes: ['reject'] },
-  { name: 'dry run always accepts', config: { 'policy.dryRun': true }, filters: { alice: reject('5.7.1 no') }, rcpts: ['alice'], expect: 'accept', outcomes: ['reject'] },
-  { name: 'no local recipient: accepted at DATA, body never sent', filters: {}, rcpts: ['someone@elsewhere.example'], expect: 'accept@data', outcomes: [] },
-  { name: 'local recipients without filters: accepted at DATA', filters: { carol: { kind: 'none' } }, rcpts: ['carol'], expect: 'accept@data', outcomes: [] },
-  { name: 'oversize, policy accept: accepted unfiltered', config: { 'milter.maxMessageSize': 4096 }, filters: { alice: reject() }, rcpts: ['alice'], bodyBytes: 20_000, expect: 'accept@body', outcomes: [] },
-  { name: 'oversize, policy reject: 552 5.3.4', config: { 'milter.maxMessageSize': 4096, 'policy.oversize': 'reject' }, filters: { alice: reject() }, rcpts: ['alice'], bodyBytes: 20_000, expect: '552 5.3.4 Message too big for per-recipient filtering', outcomes: [] },
-];
-
-describe('verdicts through a running serve (contract §5)', { concurrency: false }, () => {
+describe('verdicts through a running serve (docs/reference.md §5)', { concurrency: false }, () => {
   let skip = false;
   const expectedActions = { accept: 0, reject: 0, tempfail: 0 };
   const expectedOutcomes: Record<string, number> = {};
   let milter: Milter | undefined;
   let milterConfig = '';
+  /** A test failed on the running serve: what it counted is not known, so its metrics are not compared. */
+  let tainted = false;
 
   before(() => {
     root = fs.mkdtempSync('/var/lib/pumapp-'); // not under /tmp: a world-writable ancestor makes every filter unsafe
@@ -204,10 +177,10 @@ describe('verdicts through a running serve (contract §5)', { concurrency: false
     passwd = path.join(root, 'passwd');
     fs.mkdirSync(path.join(root, 'home'), { mode: 0o755 });
     const lines: string[] = [];
-    for (const [u, uid] of Object.entries(USERS)) {
-      fs.mkdirSync(homeOf(u as UserName), { mode: 0o700 });
-      if (process.getuid?.() === 0) fs.chownSync(homeOf(u as UserName), uid, uid);
-      lines.push(`${u}:x:${uid}:${uid}::${homeOf(u as UserName)}:/bin/sh`);
+    for (const u of USERS) {
+      fs.mkdirSync(homeOf(u), { mode: 0o700 });
+      if (process.getuid?.() === 0) fs.chownSync(homeOf(u), UID[u], UID[u]);
+      lines.push(`${u}:x:${UID[u]}:${UID[u]}::${homeOf(u)}:/bin/sh`);
     }
     fs.writeFileSync(passwd, lines.join('\n') + '\n');
   });
@@ -217,14 +190,20 @@ describe('verdicts through a running serve (contract §5)', { concurrency: false
     fs.rmSync(root, { recursive: true, force: true });
   });
 
-  /** (Re)starts serve when a case needs another configuration; metrics reset with it, so they are checked per serve. */
+  /** (Re)starts serve when a row needs another configuration; metrics reset with it, so they are checked per serve. */
   async function milterFor(config: Record<string, string | number | boolean> = {}): Promise<Milter> {
     const key = JSON.stringify(config);
     if (milter && key === milterConfig) return milter;
     if (milter) {
-      await checkMetrics(milter);
-      assert.equal(await milter.stop(), 0, 'serve exits 0 on SIGTERM');
+      const old = milter;
+      milter = undefined;
+      try {
+        if (!tainted) await checkMetrics(old);
+      } finally {
+        assert.equal(await old.stop(), 0, 'serve exits 0 on SIGTERM');
+      }
     }
+    tainted = false;
     for (const k of Object.keys(expectedActions)) expectedActions[k as keyof typeof expectedActions] = 0;
     for (const k of Object.keys(expectedOutcomes)) delete expectedOutcomes[k];
     milter = await startMilter({
@@ -245,80 +224,101 @@ describe('verdicts through a running serve (contract §5)', { concurrency: false
     }
   }
 
-  for (const c of CASES) {
-    it(c.name, async (t) => {
+  /** One row: its transactions on one connection, deferred recipients sent again in the next. */
+  async function replay(row: Scenario, index: number): Promise<void> {
+    const m = await milterFor({ ...row.config });
+    for (const u of USERS) writeFilter(u, row.filters[u]);
+    const mark = m.logMark();
+    const client = await openClient();
+    const queueIds: string[] = [];
+    try {
+      let pending = [...row.to];
+      for (const [n, t] of transactions(row).entries()) {
+        const queueId = `Q${index}T${n}`;
+        queueIds.push(queueId);
+        const sent = await sendTransaction(client, pending, row.bodyBytes, queueId);
+        const deferred = [...sent.rcptReplies.keys()];
+        for (const [to, reply] of sent.rcptReplies) assert.equal(reply, DEFER_REPLY, `RCPT ${to}`);
+        assert.deepEqual(deferred, t.deferred ?? [], 'deferred recipients');
+        assert.equal(sent.final, expand(t.reply, account), `transaction ${n + 1}: the verdict\n${m.logSince(mark).slice(-2000)}`);
+        assert.equal(sent.at, t.at, `transaction ${n + 1}: where the verdict came`);
+        const dropped = pending.filter((to) => {
+          const r = recipient(to);
+          return r.kind === 'local' && (t.dropped ?? []).includes(r.user);
+        });
+        assert.deepEqual(sent.deleted.sort(), dropped.map((to) => rcptOf(to).rcpt).sort(), 'SMFIR_DELRCPT');
+        pending = deferred;
+      }
+    } finally {
+      await client.quit();
+    }
+    const lines = messageLines(await m.waitForLog(new RegExp(`("event":"message".*){${transactions(row).length}}`, 's'), mark));
+    assert.equal(lines.length, transactions(row).length, 'one log line per transaction');
+    transactions(row).forEach((t, n) => {
+      checkLogLine(lines[n]!, row, t, { name: (u) => u, from: SENDER, queueId: queueIds[n]!, expand: (s) => expand(s, account) });
+      expectedActions[actionOf(t.reply)]++;
+      for (const outcome of Object.values(t.users)) expectedOutcomes[outcome] = (expectedOutcomes[outcome] ?? 0) + 1;
+    });
+    for (const u of USERS) {
+      const runs = transactions(row).filter((t) => t.users[u] !== undefined && ran(t.users[u])).length;
+      assert.equal(runsOf(u), runs, `${u}'s filter runs`);
+    }
+    assert.deepEqual(spoolFiles(m), [], 'spool directory empty after the message');
+  }
+
+  /** Runs a test that moves the counters; when it fails, the serve's counts are no longer known. */
+  async function counted(test: () => Promise<void>): Promise<void> {
+    try {
+      await test();
+    } catch (error) {
+      tainted = true;
+      throw error;
+    }
+  }
+
+  const rows = byConfig(VERDICTS).flat();
+  for (const row of rows) {
+    it(row.name, async (t) => {
       if (skip || lacksRoot(t)) {
         skip = true;
         return;
       }
-      const m = await milterFor(c.config);
-      for (const u of Object.keys(USERS) as UserName[]) writeFilter(u, c.filters[u] ?? { kind: 'none' });
-      const client = await openClient();
-      try {
-        const sent = await sendMessage(client, c.rcpts, c.bodyBytes);
-        sent.rcptReplies.forEach((r, i) => {
-          assert.equal(describeReply(r, ''), c.rcptReplies?.[i] ?? 'continue', `RCPT ${c.rcpts[i]}`);
-        });
-        assert.equal(sent.final, c.expect, `final reply\n${m.log().slice(-2000)}`);
-        if (c.deleted) assert.deepEqual(sent.deleted, c.deleted);
-      } finally {
-        await client.quit();
-      }
-      const action = c.expect.startsWith('accept') ? 'accept' : c.expect.startsWith('4') ? 'tempfail' : 'reject';
-      expectedActions[c.config?.['policy.dryRun'] ? 'accept' : action]++;
-      for (const o of c.outcomes ?? []) expectedOutcomes[o] = (expectedOutcomes[o] ?? 0) + 1;
-      assert.deepEqual(spoolFiles(m), [], 'spool directory empty after the message');
+      for (const [command, pkg] of row.needs ?? []) if (lacksCommand(t, command, pkg)) return;
+      await counted(() => replay(row, VERDICTS.indexOf(row)));
     });
   }
 
   it('a serve killed with SIGKILL mid-message leaves no filter running: its runner kills them, background children too, and exits', async (t) => {
     if (skip || lacksRoot(t)) return;
     const m = await milterFor({ 'filter.timeout': 60_000 });
-    writeFilter('alice', { kind: 'hang-with-child' });
+    writeFilter('alice', { kind: 'script', body: 'cat >/dev/null\nsleep 60 &\nexec sleep 60\n' });
     const client = await openClient();
-    const sending = sendMessage(client, ['alice']).catch(() => undefined);
+    const sending = sendTransaction(client, ['alice']).catch(() => undefined);
     try {
-      await waitUntil('the filter and its background child', () => processesOf(USERS.alice).length >= 2);
+      await waitUntil('the filter and its background child', () => processesOf(UID.alice).length >= 2);
       const runners = childrenOf(m.pid);
       assert.equal(runners.length, 1, 'serve has one child: the filter runner process');
       m.kill('SIGKILL');
       await m.exited();
       milter = undefined;
-      await waitUntil('the filters of the killed milter to be gone', () => processesOf(USERS.alice).length === 0);
+      await waitUntil('the filters of the killed milter to be gone', () => processesOf(UID.alice).length === 0);
       await waitUntil('the runner process to exit', () => !isAlive(runners[0] as number));
     } finally {
-      for (const pid of processesOf(USERS.alice)) process.kill(pid, 'SIGKILL');
+      for (const pid of processesOf(UID.alice)) process.kill(pid, 'SIGKILL');
       client.destroy();
       await sending;
       await m.stop();
     }
   });
 
-  it('the per-message log line names queue id, sender, users with exit codes, and the action', async (t) => {
-    if (skip || lacksRoot(t)) return;
-    const m = await milterFor({});
-    writeFilter('alice', reject('5.7.1 logged'));
-    writeFilter('bob', { kind: 'accept' });
-    const mark = m.logMark();
-    const client = await openClient();
-    await sendMessage(client, ['alice', 'bob'], 100, 'QLOG42');
-    await client.quit();
-    const line = (await m.waitForLog(/"event":"message"/, mark)).split('\n').find((l) => l.includes('"event":"message"'))!;
-    const rec = JSON.parse(line) as { queueId: string; from: string; action: string; users: Array<{ user: string; outcome: string; exit: number; ms: number }> };
-    assert.equal(rec.queueId, 'QLOG42');
-    assert.equal(rec.from, 'sender@client.test');
-    assert.equal(rec.action, 'accept');
-    assert.deepEqual(rec.users.map((u) => [u.user, u.outcome, u.exit]), [['alice', 'reject', 1], ['bob', 'accept', 0]]);
-    assert.ok(rec.users.every((u) => typeof u.ms === 'number'));
-    expectedActions.accept++;
-    expectedOutcomes.reject = (expectedOutcomes.reject ?? 0) + 1;
-    expectedOutcomes.accept = (expectedOutcomes.accept ?? 0) + 1;
-  });
-
   it('spool is empty after ABORT and after a client that disconnects in the middle of a body', async (t) => {
     if (skip || lacksRoot(t)) return;
+    await counted(() => spoolAfterAbort());
+  });
+
+  async function spoolAfterAbort(): Promise<void> {
     const m = await milterFor({});
-    writeFilter('alice', reject());
+    writeFilter('alice', { kind: 'reject' });
     const c1 = await openClient();
     await c1.mail('<s@client.test>');
     c1.macro('R', { '{rcpt_mailer}': 'local', '{rcpt_addr}': `alice@${DOMAIN}` });
@@ -330,7 +330,7 @@ describe('verdicts through a running serve (contract §5)', { concurrency: false
     assert.equal(spoolFiles(m).length, 1, 'one message is being spooled');
     c1.abort();
     // The same connection goes on with a new transaction after ABORT.
-    const sent = await sendMessage(c1, ['alice']);
+    const sent = await sendTransaction(c1, ['alice']);
     assert.equal(sent.final, '550 5.7.1 Message rejected by its recipients');
     expectedActions.reject++;
     expectedOutcomes.reject = (expectedOutcomes.reject ?? 0) + 1;
@@ -347,18 +347,22 @@ describe('verdicts through a running serve (contract §5)', { concurrency: false
     const deadline = Date.now() + 5000;
     while (spoolFiles(m).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(spoolFiles(m), []);
-  });
+  }
 
   it('two hundred parallel connections each get their own verdict', async (t) => {
     if (skip || lacksRoot(t)) return;
+    await counted(() => twoHundredConnections());
+  });
+
+  async function twoHundredConnections(): Promise<void> {
     await milterFor({});
     writeFilter('alice', { kind: 'accept' });
-    writeFilter('bob', reject('5.7.1 bob rejects'));
+    writeFilter('bob', { kind: 'reject', text: '5.7.1 bob rejects' });
     const runs = Array.from({ length: 200 }, async (_, i) => {
       const c = await openClient();
       try {
         const who = i % 2 === 0 ? 'alice' : 'bob';
-        const sent = await sendMessage(c, [who], 500, `QPAR${i}`);
+        const sent = await sendTransaction(c, [who], 500, `QPAR${i}`);
         return [who, sent.final] as const;
       } finally {
         await c.quit();
@@ -370,10 +374,11 @@ describe('verdicts through a running serve (contract §5)', { concurrency: false
     expectedActions.reject += 100;
     expectedOutcomes.accept = (expectedOutcomes.accept ?? 0) + 100;
     expectedOutcomes.reject = (expectedOutcomes.reject ?? 0) + 100;
-  });
+  }
 
   it('metrics scraped over HTTP match the messages sent', async (t) => {
     if (skip || lacksRoot(t)) return;
+    if (tainted) return t.skip('a test failed on this serve (reported above): its counts are not known');
     await checkMetrics(milter!);
     const text = await scrape();
     assert.match(text, /^per_user_milter_connections_active 0$/m);

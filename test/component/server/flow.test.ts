@@ -148,6 +148,30 @@ describe('maxConnections', () => {
   });
 });
 
+describe('421', () => {
+  it('hangs up after any 421 answer (both MTAs end the SMTP session on it)', async () => {
+    const events = countingEvents();
+    const demo = demoApplication({ helo: () => ({ code: '421', text: '4.7.0 Closing, go away' }) });
+    const server = await startInet({ application: demo.application, events });
+    try {
+      const client = await MilterClient.connect(server.address);
+      await client.negotiate();
+      await client.connect('rude.example', 'inet', 1, '192.0.2.1');
+      const reply = await client.helo('rude.example');
+      assert.equal(reply?.type, 'replycode');
+      assert.match((reply as { text: string }).text, /^421 4\.7\.0 /);
+      await waitFor(() => events.counts['closed:refused'] === 1, 'closed by the milter, as refused');
+      await client.closed;
+    } finally {
+      await server.close({ graceMs: 200 });
+    }
+  });
+
+  it('takes only a 421 as the refusal over maxConnections', async () => {
+    await assert.rejects(startInet({ application: demoApplication().application, refuseReply: { code: '451', text: '4.3.2 busy' } }), RangeError);
+  });
+});
+
 describe('one write per packet', () => {
   it('writes every reply packet whole, in one socket.write() of one Buffer', async () => {
     const { Socket } = await import('node:net');

@@ -98,6 +98,48 @@ describe('idle and broken connections', () => {
     }
   });
 
+  it('closes a connection without an open transaction after idleBetweenTransactions, whatever it sends meanwhile', async () => {
+    const events = countingEvents();
+    const server = await startInet({ application: demoApplication().application, idleBetweenTransactions: 300, events });
+    try {
+      const client = await MilterClient.connect(server.address);
+      const opened = Date.now();
+      await client.negotiate();
+      await client.connect('chatty.example', 'inet', 1, '192.0.2.1');
+      let closed = false;
+      void client.closed.then(() => (closed = true));
+      // HELO, macros and ABORTs every 50 ms: traffic, but never a transaction.
+      while (!closed && Date.now() - opened < 3000) {
+        client.macro('H', {});
+        await client.helo('chatty.example').catch(() => undefined);
+        if (!closed) client.abort();
+        await sleep(50);
+      }
+      assert.ok(closed, 'closed although it kept talking');
+      assert.ok(Date.now() - opened >= 300, 'not before the limit');
+      await waitFor(() => events.counts['closed:idle-timeout'] === 1, 'counted as idle-timeout');
+    } finally {
+      await server.close({ graceMs: 100 });
+    }
+  });
+
+  it('does not cut an open transaction, and starts again after end of message', async () => {
+    const events = countingEvents();
+    const server = await startInet({ application: demoApplication().application, idleBetweenTransactions: 200, events });
+    try {
+      const client = await openTransaction(server.address);
+      await sleep(500); // inside the transaction: only idleTimeout applies
+      assert.equal((await client.header('Subject', 'still here'))?.type, 'continue');
+      assert.equal((await client.eom()).final.type, 'continue');
+      const ended = Date.now();
+      await client.closed;
+      assert.ok(Date.now() - ended >= 150, `closed ${Date.now() - ended} ms after end of message`);
+      assert.equal(events.counts['closed:idle-timeout'], 1);
+    } finally {
+      await server.close({ graceMs: 100 });
+    }
+  });
+
   const garbage: Array<[string, Buffer, string]> = [
     ['a zero length', Buffer.from('0000000041', 'hex'), 'frame-length-zero'],
     ['an oversized length', Buffer.from('7fffffff41', 'hex'), 'frame-too-large'],

@@ -1,7 +1,7 @@
 // No-stall load test. Postfix over TCP leaves Nagle on and writes a macro
 // packet (no answer) right before each command; a milter that does not
 // answer every step then waits ~40 ms per message for a delayed ACK
-// (real-mta-testing.md §6.3). Our client reproduces that write pattern
+// (docs/testing-with-real-mtas.md §6). Our client reproduces that write pattern
 // (noDelay: false, separate D and command writes), and a per-message bound a
 // 40 ms stall would break guards against regressions such as negotiating
 // SMFIP_NR_* bits by default.

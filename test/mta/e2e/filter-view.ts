@@ -1,4 +1,4 @@
-// What a user's filter sees (contract §4), checked from inside a real filter
+// What a user's filter sees (docs/reference.md §4), checked from inside a real filter
 // run by the milter behind real Postfix and real Sendmail: the message on
 // stdin (Return-Path first, headers and body as received, folded headers kept,
 // LF line endings), the clean environment, the user's identity, cwd and umask,
@@ -30,7 +30,7 @@ function parseEnv(text: string): Map<string, string> {
 /** Defines the case inside a describe block that owns `rig` (users alice and bob). */
 export function filterViewCase(rig: Rig): void {
   const kind = rig.kind;
-  it('the filter gets the message as received and the environment of contract §4, as the user', async (t) => {
+  it('the filter gets the message as received and the environment of docs/reference.md §4, as the user', async (t) => {
     if (cannotRun(t)) return;
     await rig.scenario(async () => {
       rig.setFilters({ alice: filters.save(0), bob: filters.save(0) });

@@ -1,4 +1,4 @@
-// The milter going away, and a big message (contract §5.6: mail is never lost
+// The milter going away, and a big message (docs/reference.md §5.6: mail is never lost
 // because of us). When the milter is killed in the middle of a message or
 // stopped between messages, the MTA tempfails (the shipped snippets:
 // milter_default_action = tempfail / F=T), nothing is delivered, and the

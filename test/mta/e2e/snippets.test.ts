@@ -25,7 +25,7 @@ const defaults = schema as unknown as {
 };
 const filterTimeout = defaults.filter.timeout.default;
 const progress = defaults.milter.progressInterval.default;
-/** filter.timeout, then SIGTERM and SIGKILL 2 s later (contract §3). */
+/** filter.timeout, then SIGTERM and SIGKILL 2 s later (docs/reference.md §3). */
 const worstFilter = filterTimeout + 2000;
 
 describe('deploy/postfix/main.cf', () => {

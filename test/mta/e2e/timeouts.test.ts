@@ -1,4 +1,4 @@
-// A filter that hangs (contract §3 filter.timeout, milter.progressInterval):
+// A filter that hangs (docs/reference.md §3 filter.timeout, milter.progressInterval):
 // the MTAs here are configured with a 3 s read timeout for the milter's
 // end-of-message reply (Postfix milter_content_timeout = 3s; Sendmail T=R:3s,
 // which Sendmail applies to each read while E: bounds the whole wait) and the

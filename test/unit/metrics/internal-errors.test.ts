@@ -18,7 +18,7 @@ test('engine-level handler errors count as reason other; abort and close failure
   events.handlerError({ step: 'abort' });
   events.handlerError({ step: 'close' });
   m.internalError('spool');
-  assert.equal(await value(m.text(), 'per_user_milter_internal_errors_total{reason="other"}'), 2);
-  assert.equal(await value(m.text(), 'per_user_milter_internal_errors_total{reason="spool"}'), 1);
-  assert.equal(await value(m.text(), 'per_user_milter_internal_errors_total{reason="runner"}'), 0);
+  assert.equal(await value(m.registry.metrics(), 'per_user_milter_internal_errors_total{reason="other"}'), 2);
+  assert.equal(await value(m.registry.metrics(), 'per_user_milter_internal_errors_total{reason="spool"}'), 1);
+  assert.equal(await value(m.registry.metrics(), 'per_user_milter_internal_errors_total{reason="runner"}'), 0);
 });

@@ -113,7 +113,7 @@ test('metrics.perUserLabels adds a user label to the run counters only, never to
   metrics.filterRun('reject', 9, 'bob');
   metrics.rcptFilterRun('tempfail', 'carol');
   metrics.message('accept');
-  const body = await metrics.text();
+  const body = await metrics.registry.metrics();
   assert.equal(sample(body, 'per_user_milter_filter_runs_total{outcome="accept",user="alice"}'), 2);
   assert.equal(sample(body, 'per_user_milter_filter_runs_total{outcome="reject",user="bob"}'), 1);
   assert.equal(sample(body, 'per_user_milter_rcpt_filter_runs_total{outcome="tempfail",user="carol"}'), 1);
@@ -129,7 +129,7 @@ test('runs that started no process (nofilter, unsafe) are counted but not timed'
   for (let i = 0; i < 99; i++) metrics.filterRun('nofilter', 0);
   metrics.filterRun('unsafe', 1);
   metrics.filterRun('accept', 20_000);
-  const body = await metrics.text();
+  const body = await metrics.registry.metrics();
   assert.equal(sample(body, 'per_user_milter_filter_runs_total{outcome="nofilter"}'), 99);
   assert.equal(sample(body, 'per_user_milter_filter_runs_total{outcome="unsafe"}'), 1);
   assert.ok(!body.includes('per_user_milter_filter_duration_seconds_count{outcome="nofilter"}'));
@@ -149,7 +149,7 @@ test('the helper processes: RSS and CPU read from /proc at scrape time, by proce
   await new Promise((resolve) => child.stdout.once('data', resolve));
   let runnerPid: number | null = child.pid ?? null;
   const metrics = createMetrics({ perUserLabels: false, processMetrics: false, processes: () => [{ process: 'milter', pid: process.pid }, { process: 'runner', pid: runnerPid }] });
-  let body = await metrics.text();
+  let body = await metrics.registry.metrics();
   const rss = sample(body, 'per_user_milter_process_resident_memory_bytes{process="runner"}') ?? 0;
   assert.ok(rss > 64 << 20, `runner RSS ${rss} holds its 64 MiB buffer`);
   const cpu = sample(body, 'per_user_milter_process_cpu_seconds_total{process="runner"}') ?? 0;
@@ -158,7 +158,7 @@ test('the helper processes: RSS and CPU read from /proc at scrape time, by proce
   assert.ok(body.includes('# TYPE per_user_milter_process_cpu_seconds_total counter'));
   // Gone: no series (not a stale value).
   runnerPid = null;
-  body = await metrics.text();
+  body = await metrics.registry.metrics();
   assert.equal(sample(body, 'per_user_milter_process_resident_memory_bytes{process="runner"}'), undefined);
   assert.equal(sample(body, 'per_user_milter_process_cpu_seconds_total{process="runner"}'), undefined);
   assert.equal(readProcessUsage(2 ** 22 + 12345), null);
@@ -232,7 +232,7 @@ test('milterEvents: refused connections do not move connections_active', async (
   events.connectionClosed({ reason: 'refused' });
   events.connectionClosed({ reason: 'quit' });
   events.protocolError();
-  const body = await metrics.text();
+  const body = await metrics.registry.metrics();
   assert.equal(sample(body, 'per_user_milter_connections_active'), 1);
   assert.equal(sample(body, 'per_user_milter_protocol_errors_total'), 1);
 });

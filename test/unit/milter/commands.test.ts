@@ -17,7 +17,7 @@ function decodeBytes(bytes: Buffer): Command {
   return decodeCommand(frame);
 }
 
-/** Byte-exact layouts (protocol doc §3, §4, §5 and the wire examples there). */
+/** Byte-exact layouts of each command, as libmilter and both MTAs frame them. */
 const TABLE: Array<{ name: string; bytes: Buffer; command: Command }> = [
   {
     name: 'OPTNEG (Postfix 3.7 offer)',

@@ -16,35 +16,23 @@ import {
 } from '../../../src/milter/constants.js';
 import { MilterProtocolError } from '../../../src/milter/errors.js';
 import { milterReplies, mtaSends, negotiate } from '../../../src/milter/negotiate.js';
+import { DECLARATION } from '../../../src/app/index.js';
 
-/** per-user-milter's own declaration, as the brief describes it. */
-const perUser: MilterDeclaration = {
-  actions: SMFIF_DELRCPT | SMFIF_ADDHDRS,
-  optionalActions: SMFIF_SETSYMLIST,
-  skipSteps: ['unknown'],
-  macros: {
-    connect: ['j', '{daemon_name}', '{client_addr}', '{client_name}', '_'],
-    helo: ['{tls_version}'],
-    mail: ['i', '{mail_addr}', '{auth_type}', '{auth_authen}'],
-    rcpt: ['i', '{rcpt_mailer}', '{rcpt_addr}', '{rcpt_host}'],
-    data: ['i'],
-    eoh: ['i'],
-    eom: ['i'],
-  },
-};
+/** per-user-milter's own declaration: what the application really asks of the MTA. */
+const perUser: MilterDeclaration = DECLARATION;
 
 const postfix = { version: 6, actions: SMFI_CURR_ACTS, protocol: SMFI_CURR_PROT };
 
 describe('negotiate', () => {
-  it('answers a Postfix 3.7 offer: v6, needed actions, NOUNKNOWN + SKIP, macro lists in stage order', () => {
+  it('answers a Postfix 3.7 offer: v6, DELRCPT + SETSYMLIST, NOUNKNOWN + SKIP + HDR_LEADSPC, macro lists in stage order', () => {
     const { reply, negotiated } = negotiate(postfix, perUser);
     assert.equal(reply.version, 6);
-    assert.equal(reply.actions, SMFIF_DELRCPT | SMFIF_ADDHDRS | SMFIF_SETSYMLIST);
-    assert.equal(reply.protocol, SMFIP_NOUNKNOWN | SMFIP_SKIP);
+    assert.equal(reply.actions, SMFIF_DELRCPT | SMFIF_SETSYMLIST);
+    assert.equal(reply.protocol, SMFIP_NOUNKNOWN | SMFIP_SKIP | SMFIP_HDR_LEADSPC);
     assert.deepEqual(reply.macroLists, [
       { stage: 0, names: 'j {daemon_name} {client_addr} {client_name} _' },
       { stage: 1, names: '{tls_version}' },
-      { stage: 2, names: 'i {mail_addr} {auth_type} {auth_authen}' },
+      { stage: 2, names: 'i {mail_addr} {auth_type} {auth_authen} r' },
       { stage: 3, names: 'i {rcpt_mailer} {rcpt_addr} {rcpt_host}' },
       { stage: 4, names: 'i' },
       { stage: 5, names: 'i' },
@@ -72,9 +60,9 @@ describe('negotiate', () => {
   it('answers a v2 peer with version 2, no macro lists, V1 defaults for zero words', () => {
     const { reply } = negotiate({ version: 2, actions: 0x3f, protocol: 0x7f }, perUser);
     assert.equal(reply.version, 2);
-    assert.equal(reply.actions, SMFIF_DELRCPT | SMFIF_ADDHDRS, 'SETSYMLIST was not offered: dropped, and with it the lists');
+    assert.equal(reply.actions, SMFIF_DELRCPT, 'SETSYMLIST was not offered: dropped, and with it the lists');
     assert.deepEqual(reply.macroLists, []);
-    assert.equal(reply.protocol, 0, 'NOUNKNOWN (0x100) and SKIP are beyond a v2 offer');
+    assert.equal(reply.protocol, 0, 'NOUNKNOWN (0x100), SKIP and HDR_LEADSPC are beyond a v2 offer');
     const zero = negotiate({ version: 2, actions: 0, protocol: 0 }, { actions: SMFIF_DELRCPT });
     assert.equal(zero.reply.actions, SMFIF_DELRCPT, 'zero actions word means SMFI_V1_ACTS (0x0F)');
   });

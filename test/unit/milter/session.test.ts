@@ -4,7 +4,7 @@ import type { MilterDeclaration } from '../../../src/milter/application.js';
 import type { Command } from '../../../src/milter/commands.js';
 import { SMFIF_DELRCPT, SMFIP_NR_HDR, SMFI_CURR_ACTS, SMFI_CURR_PROT } from '../../../src/milter/constants.js';
 import { MilterProtocolError } from '../../../src/milter/errors.js';
-import { TRANSITIONS, initialState, inTransaction, step, type Effect, type Phase, type SessionState } from '../../../src/milter/session.js';
+import { TRANSITIONS, advance, initialState, inTransaction, type Effect, type Phase, type SessionState } from '../../../src/milter/session.js';
 
 const declaration: MilterDeclaration = { actions: SMFIF_DELRCPT };
 const b = (s: string): Buffer => Buffer.from(s);
@@ -34,14 +34,14 @@ function run(names: Name[], decl: MilterDeclaration = declaration, offer: Partia
   const effects: Effect[][] = [];
   for (const name of names) {
     const command: Command = name === 'optneg' ? { ...CMD.optneg, ...offer } : CMD[name];
-    const out = step(state, command);
+    const out = advance(state, command);
     state = out.state;
     effects.push([...out.effects]);
   }
   return { state, effects };
 }
 
-const kinds = (effects: Effect[]): string[] => effects.map((e) => (e.kind === 'call' ? `call:${e.step}${e.reply ? '' : '(noreply)'}` : e.kind));
+const kinds = (effects: Effect[]): string[] => effects.map((e) => (e.kind === 'call' ? `call:${e.call.step}${e.reply ? '' : '(noreply)'}` : e.kind));
 
 describe('session state machine', () => {
   const accepted: Array<[string, Name[], Phase]> = [
@@ -137,10 +137,33 @@ describe('session state machine', () => {
     assert.deepEqual(open, ['body', 'data', 'eoh', 'header', 'mail', 'rcpt']);
   });
 
+  it('a call effect names the handler method and carries its arguments', () => {
+    const { effects } = run(['optneg', 'connect', 'helo', 'mail', 'rcpt', 'header', 'body', 'eom']);
+    const calls = effects.flat().filter((e): e is Extract<Effect, { kind: 'call' }> => e.kind === 'call').map((e) => e.call);
+    assert.deepEqual(calls, [
+      { step: 'connect', args: ['h', 'inet', 25, '192.0.2.1'] },
+      { step: 'helo', args: ['h'] },
+      { step: 'mail', args: [[b('<s@x>')]] },
+      { step: 'rcpt', args: [[b('<r@x>')]] },
+      { step: 'header', args: ['Subject', b('x')] },
+      { step: 'body', args: [b('x\r\n')] },
+      { step: 'eom', args: [] },
+    ]);
+  });
+
+  it('data inside BODYEOB is a last body chunk (unanswered), then end of message', () => {
+    const s = run(['optneg', 'connect', 'mail', 'rcpt']).state;
+    const { effects } = advance(s, { type: 'eom', chunk: b('tail') });
+    assert.deepEqual(effects, [
+      { kind: 'call', call: { step: 'body', args: [b('tail')] }, reply: false },
+      { kind: 'call', call: { step: 'eom', args: [] }, reply: true },
+    ]);
+  });
+
   it('is pure: the same state and command give the same outcome, the old state is unchanged', () => {
     const s0 = run(['optneg', 'connect']).state;
-    const a = step(s0, CMD.mail);
-    const b2 = step(s0, CMD.mail);
+    const a = advance(s0, CMD.mail);
+    const b2 = advance(s0, CMD.mail);
     assert.deepEqual(a, b2);
     assert.equal(s0.phase, 'session');
   });

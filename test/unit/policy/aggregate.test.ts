@@ -106,7 +106,7 @@ const table: Row[] = [
   },
 ];
 
-test('decide: contract §5 table', () => {
+test('decide: docs/reference.md §5 table', () => {
   for (const row of table) {
     const got = decide(row.users.map(u), row.nonLocal ?? 0, { ...DEFAULTS, ...row.settings });
     assert.deepEqual(got, row.want, row.name);

@@ -21,14 +21,15 @@ function account(name: string, uid: number): UserAccount {
 
 const ACCOUNTS = [account('alice', 1001), account('bob', 1002), account('daemon', 1), account('root', 0), account('carol', 1003)];
 
-/** A resolver that records what it was asked. */
+/** A resolver that records what it was asked and, like the real one, never returns root or accounts below users.minUid (1000). */
 function fakeUsers(): UserLookup & { asked: string[] } {
   const asked: string[] = [];
   return {
     asked,
     async lookup(name: string) {
       asked.push(name);
-      return ACCOUNTS.find((a) => a.name === name) ?? null;
+      const account = ACCOUNTS.find((a) => a.name === name);
+      return account && account.uid >= 1000 ? account : null;
     },
   };
 }
@@ -36,7 +37,7 @@ function fakeUsers(): UserLookup & { asked: string[] } {
 const SETTINGS: RecipientSettings = { localMailers: ['local'], localDomains: [], delimiter: '+', map: '' };
 
 async function classifier(settings: Partial<RecipientSettings> = {}, users = fakeUsers()) {
-  const opts: ClassifierOptions = { recipients: { ...SETTINGS, ...settings }, users, minUid: 1000 };
+  const opts: ClassifierOptions = { recipients: { ...SETTINGS, ...settings }, users };
   return createRecipientClassifier(opts);
 }
 
@@ -91,8 +92,8 @@ const table: Row[] = [
   { name: 'discard transport', input: { rcpt: '<alice@bench.test>', rcptMailer: 'discard' }, want: /mailer discard/ },
   { name: 'no macros, domain not listed', input: { rcpt: '<alice@x>' }, want: /domain x not local/ },
   { name: 'unknown user', input: { rcpt: '<zed@x>', rcptMailer: 'local', rcptAddr: 'zed@x' }, want: /no such user zed/ },
-  { name: 'system user below minUid', input: { rcpt: '<daemon@x>', rcptMailer: 'local', rcptAddr: 'daemon@x' }, want: /below users.minUid/ },
-  { name: 'root never', input: { rcpt: '<root@x>', rcptMailer: 'local', rcptAddr: 'root@x' }, want: /below users.minUid/ },
+  { name: 'system user below minUid (the resolver answers null)', input: { rcpt: '<daemon@x>', rcptMailer: 'local', rcptAddr: 'daemon@x' }, want: /no such user daemon/ },
+  { name: 'root never (the resolver answers null)', input: { rcpt: '<root@x>', rcptMailer: 'local', rcptAddr: 'root@x' }, want: /no such user root/ },
   { name: 'program delivery from Sendmail aliasing', input: { rcpt: '<list@x>', rcptMailer: 'local', rcptAddr: '|/usr/bin/prog' }, want: /not a user name/ },
   { name: 'empty address', input: { rcpt: '<>', rcptMailer: 'local' }, want: /empty address/ },
 ];
@@ -142,12 +143,12 @@ test('recipient map: checked first, whole-address and local-part keys', async ()
 
     // Reload picks up a changed map; a broken map keeps the old one.
     fs.writeFileSync(file, 'postmaster alice\n');
-    await c.reload({ recipients: { ...SETTINGS, map: file, localDomains: ['local.example'] }, users: fakeUsers(), minUid: 1000 });
+    await c.reload({ recipients: { ...SETTINGS, map: file, localDomains: ['local.example'] }, users: fakeUsers() });
     const pm2 = await c.classify({ rcpt: '<postmaster@local.example>' });
     assert.equal(pm2.kind === 'local' && pm2.user.name, 'alice');
     fs.writeFileSync(file, 'just-one-field\n');
     await assert.rejects(
-      c.reload({ recipients: { ...SETTINGS, map: file }, users: fakeUsers(), minUid: 1000 }),
+      c.reload({ recipients: { ...SETTINGS, map: file }, users: fakeUsers() }),
       (err: unknown) => err instanceof PumError && err.code === 'PUM_ERR_TABLE' && /:1: /.test(err.message),
     );
     const pm3 = await c.classify({ rcpt: '<postmaster@local.example>' });

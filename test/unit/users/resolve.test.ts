@@ -39,9 +39,11 @@ test('groupsFromGroupFile: gids whose member list names the user', () => {
   assert.deepEqual(groupsFromGroupFile(GROUP, 'nobody'), []);
 });
 
-test('isPlausibleUserName: refuses numeric names (getent would read a uid), options, odd bytes', () => {
+test('isPlausibleUserName (lookups and recipient classification): refuses numeric names (getent would read a uid), options, deliveries to files and programs, odd bytes', () => {
   for (const ok of ['alice', 'a.b', 'a_b-c', 'machine$', 'pumrun-a']) assert.equal(isPlausibleUserName(ok), true, ok);
-  for (const bad of ['', '1000', '-x', 'a b', 'a/b', 'a:b', 'x'.repeat(65), 'é']) assert.equal(isPlausibleUserName(bad), false, bad);
+  for (const bad of ['', '1000', '-x', 'a b', 'a/b', 'a:b', 'x'.repeat(65), 'é', '.', '..', 'a$b', '/var/mail/x', '|/bin/prog', ':include:/x', 'a\nb']) {
+    assert.equal(isPlausibleUserName(bad), false, JSON.stringify(bad));
+  }
 });
 
 test('passwd file: lookup, supplementary groups from the group file beside it, root and low uids refused', async () => {
