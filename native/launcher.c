@@ -469,9 +469,27 @@ static int each_stray_child(int (*fn)(pid_t))
 	return count;
 }
 
+/* Counted only when it was still alive and had left the process group of
+ * the run that ends (members of that group were killed with it; bwrap's
+ * own child, dying with its parent, stays in it). */
+static pid_t sweep_pgid;
+
 static int kill_stray(pid_t pid)
 {
-	return kill(pid, SIGKILL) == 0;
+	char path[64], buf[512], state = 'Z';
+	int fd, ppid, pgrp = 0;
+	ssize_t n;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+	if (fd >= 0)
+		close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	char *p = strrchr(buf, ')');
+	if (p)
+		sscanf(p + 1, " %c %d %d", &state, &ppid, &pgrp);
+	return kill(pid, SIGKILL) == 0 && state != 'Z' && state != 'X' && pgrp != sweep_pgid;
 }
 
 static int reap_stray(pid_t pid)
@@ -593,8 +611,12 @@ static void finish(struct run *r)
 		if (unlinkat(cg_parent, r->cgname, AT_REMOVEDIR))
 			say("cannot remove cgroup %s/%s: %s", cg_path, r->cgname, strerror(errno));
 	} else {
-		/* No cgroup: whatever escaped any run is ended at this run's end. */
-		r->killed += each_stray_child(kill_stray);
+		/* No cgroup: whatever escaped any run is ended at this run's end.
+		 * (With bwrap, its pid namespace already holds every process of the
+		 * run; what is found here is bwrap's own child on its way out.) */
+		sweep_pgid = r->pid;
+		int n = each_stray_child(kill_stray);
+		r->killed += r->bwrap ? 0 : n;
 	}
 	struct client *c = r->c;
 	if (c && r->bwrap && !r->timed_out && !strstr(r->bwstat, "\"exit-code\"")) {
@@ -1229,6 +1251,7 @@ int main(int argc, char **argv)
 			free(c);
 		}
 		if (stopping && (!runs || now_ms() >= stop_deadline)) {
+			sweep_pgid = 0;
 			each_stray_child(kill_stray);
 			if (runs)
 				say("exiting with runs still ending");

@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // `per-user-milter serve`: the composition root. Builds every part from the
 // configuration, wires them together, and handles signals: SIGTERM/SIGINT
 // drain and exit 0, SIGHUP reloads the configuration without dropping
@@ -5,9 +7,10 @@
 import { createPerUserApplication, type AppContext } from '../app/index.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { hasFilter } from '../filter/locate.js';
-import { ownPrivileges } from '../filter/privileges.js';
-import { sandboxWarnings } from '../filter/sandbox.js';
+import { launcherReport } from '../filter/privileges.js';
+import { LAUNCHER_SOCKET_ENV } from '../filter/run.js';
+import { LauncherConnection } from '../launcher/client.js';
+import { startLauncher, type RunningLauncher } from '../launcher/start.js';
 import { createLogger, type Logger } from '../log/index.js';
 import { createMetrics, MetricsServer } from '../metrics/index.js';
 import { RunnerClient } from '../runner/client.js';
@@ -16,10 +19,19 @@ import { MilterServer } from '../server/server.js';
 import { Spool } from '../spool/index.js';
 import { createUserResolver } from '../users/resolve.js';
 import { splitConfigArgs } from './args.js';
+import { startPrivilegeSplit, StartRefused } from './privsep.js';
 import { SHUTDOWN_MARGIN_MS } from '../timeouts.js';
 
 /** Keys that only take effect at start: a reload that changes them says so. */
-const RESTART_KEYS = ['milter.listen', 'milter.socketMode', 'milter.maxConnections', 'spool.dir', 'pool.threads', 'pool.maxQueue', 'metrics.listen', 'metrics.perUserLabels', 'log.format'];
+const RESTART_KEYS = [
+  'milter.listen', 'milter.socketMode', 'milter.maxConnections', 'milter.user', 'spool.dir', 'pool.threads', 'pool.maxQueue',
+  'metrics.listen', 'metrics.perUserLabels', 'log.format',
+  // The launcher's arguments: fixed for its life, so that the milter process cannot name another program.
+  'filter.path', 'filter.rcptPath', 'filter.default', 'filter.cgroup', 'users.minUid', 'users.maxUid',
+];
+
+/** Exit status when the privileged launcher died: the supervisor restarts us (docs/sandbox.md). */
+const EXIT_LAUNCHER_GONE = 70;
 
 function get(config: Config, dotted: string): unknown {
   return dotted.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], config);
@@ -51,7 +63,31 @@ export async function serveCommand(argv: string[]): Promise<number> {
   let config = loaded.config;
   const log: Logger = createLogger({ level: config.log.level, format: config.log.format, destination: 1 });
   log.info({ config: loaded.file ?? 'built-in defaults' }, 'per-user-milter starting');
-  for (const w of sandboxWarnings(config.filter.sandbox, ownPrivileges().switchUsers)) log.warn({}, w);
+
+  // Before anything touches the network: the launcher, then (as root) the drop to milter.user.
+  const launcherLog = (line: string): void => log.warn({ line: line.slice(0, 500) }, 'launcher');
+  let split;
+  try {
+    split = await startPrivilegeSplit(config, launcherLog);
+  } catch (err) {
+    const lines = err instanceof StartRefused ? err.lines : [(err as Error).message];
+    for (const line of lines) log.fatal({}, `cannot start: ${line}`);
+    return 1;
+  }
+  let launcher: RunningLauncher = split.launcher;
+  const report = launcherReport(launcher.ready, process.getuid?.() ?? -1);
+  for (const line of report.info) log.info({}, line);
+  for (const line of report.warn) log.warn({}, line);
+  // The runner process and its worker threads find the launcher here.
+  process.env[LAUNCHER_SOCKET_ENV] = split.settings.socket;
+  let statConnection: Promise<LauncherConnection> | null = null;
+  const launcherConnection = (): Promise<LauncherConnection> => {
+    if (statConnection === null) {
+      statConnection = LauncherConnection.connect(split.settings.socket);
+      statConnection.then((c) => c.closed, () => true).then((bad) => bad && (statConnection = null), () => undefined);
+    }
+    return statConnection.then(async (c) => (c.closed ? ((statConnection = null), launcherConnection()) : c));
+  };
 
   const { spool, staleRemoved } = await Spool.open(config.spool.dir);
   log.info({ spoolDir: config.spool.dir, staleRemoved }, 'spool ready');
@@ -69,6 +105,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   } catch (err) {
     log.fatal({ err }, 'cannot start the filter runner process');
     await pool.destroy();
+    await launcher.stop();
     return 1;
   }
   const metrics = createMetrics({ perUserLabels: config.metrics.perUserLabels, poolStats: () => pool.stats() });
@@ -77,7 +114,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const app: AppContext = {
     config: () => config,
     classify: (input) => classifier.classify(input),
-    hasFilter: (user) => hasFilter(user, config.filter.path),
+    // Asked at RCPT: the launcher checks as the user, in its own process (no fork).
+    // `unsafe` counts as having one: the run then reports why.
+    hasFilter: async (user) => {
+      const a = await (await launcherConnection()).stat({ program: 'filter', user: user.name, uid: user.uid, gid: user.gid, groups: user.groups, home: user.home });
+      return a.what !== 'none';
+    },
     spool,
     runner: pool,
     metrics,
@@ -100,6 +142,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   } catch (err) {
     log.fatal({ err }, 'cannot start');
     await Promise.allSettled([metricsServer.close(), pool.close()]);
+    await launcher.stop();
     return 1;
   }
 
@@ -120,19 +163,42 @@ export async function serveCommand(argv: string[]): Promise<number> {
 
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (signal: string): void => {
+    const stop = (signal: string, status = 0): void => {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'stopping: no new connections, finishing messages in flight');
       void (async () => {
         await server.close({ graceMs: shutdownGraceMs(config) });
         await Promise.allSettled([pool.close(), metricsServer.close()]);
+        await launcher.stop();
         await spool.removeAll();
         log.info({}, 'stopped');
         process.off('SIGHUP', onHup);
-        resolve(0);
+        resolve(status);
       })();
     };
+    // The launcher gone: runs in flight fail (451). Privileged, it cannot be
+    // started again without root: drain and exit 70 for the supervisor to
+    // restart us. Unprivileged, start a new one.
+    const watch = (l: RunningLauncher): void => {
+      void l.exited.then(async (how) => {
+        if (stopping) return;
+        if (split.privileged) {
+          log.error({}, `the launcher ${how}: every message is tempfailed; draining and exiting ${EXIT_LAUNCHER_GONE} for a restart`);
+          stop('launcher gone', EXIT_LAUNCHER_GONE);
+          return;
+        }
+        log.error({}, `the launcher ${how}: starting a new one`);
+        try {
+          launcher = await startLauncher(split.settings, { onStderr: launcherLog });
+          watch(launcher);
+        } catch (err) {
+          log.error({ err }, 'cannot start a new launcher: draining and exiting');
+          stop('launcher gone', EXIT_LAUNCHER_GONE);
+        }
+      });
+    };
+    watch(launcher);
     const onHup = (): void => void reload();
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

@@ -3,6 +3,7 @@
 // The filter-run contract: one job is one user's filter on one spooled
 // message, and what came of it. Plain data: it crosses the milter -> runner
 // pipe as JSON and is cloned into a piscina worker thread.
+import type { SerializedError } from '../errors.js';
 import { ABANDON_MS, KILL_GRACE_MS } from '../timeouts.js';
 import type { UserAccount } from '../users/user.js';
 
@@ -38,6 +39,7 @@ export interface EnvelopeFacts {
 
 /** The filter settings of the configuration (config `filter.*`), as plain data. */
 export interface FilterSettings {
+  /** filter.path, for the record: the launcher was started with it and uses only that. */
   path: string;
   timeout: number;
   sandbox: 'setpriv' | 'bwrap' | 'none';
@@ -46,8 +48,10 @@ export interface FilterSettings {
 }
 
 export interface FilterJob {
-  /** The spooled message, already in the filter's message form; the worker opens it read-only. */
+  /** The spooled message, already in the filter's message form; the launcher opens it (by its name, in its spool directory). */
   spoolPath: string;
+  /** The user's message filter (default), or the RCPT-stage program (no message: stdin is empty). */
+  program?: 'filter' | 'rcpt';
   user: UserAccount;
   envelope: EnvelopeFacts;
   settings: FilterSettings;
@@ -62,4 +66,15 @@ export interface FilterResult {
   replyText: string;
   /** Captured output (capped) and, for unsafe/error, the reason: for the log, never for the SMTP client. */
   log: string;
+}
+
+/**
+ * What a worker thread hands back for one job: the filter's result, or one of
+ * our own failures (src/errors.ts) as plain data, so that its code reaches the
+ * milter intact (a thrown Error loses its code crossing the thread boundary).
+ */
+export type WorkerAnswer = FilterResult | { error: SerializedError };
+
+export function isWorkerError(a: WorkerAnswer): a is { error: SerializedError } {
+  return typeof (a as { error?: unknown }).error === 'object' && (a as { error?: unknown }).error !== null;
 }

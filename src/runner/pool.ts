@@ -5,8 +5,8 @@
 // the message is tempfailed ("4.3.2 busy") instead of hanging.
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import { closeStrayDescriptors } from '../filter/fds.js';
-import type { FilterJob, FilterResult } from '../filter/job.js';
+import { fromSerialized } from '../errors.js';
+import { isWorkerError, type FilterJob, type FilterResult, type WorkerAnswer } from '../filter/job.js';
 
 /** The queue already holds `maxQueue` filter runs. Code PUM_ERR_POOL_FULL. */
 export class PoolFullError extends Error {
@@ -50,7 +50,7 @@ export function defaultWorkerFile(): string {
 }
 
 export class FilterPool {
-  readonly #piscina: Piscina<FilterJob, FilterResult>;
+  readonly #piscina: Piscina<FilterJob, WorkerAnswer>;
   readonly #maxQueue: number;
   #inFlight = 0;
   #closed = false;
@@ -61,11 +61,8 @@ export class FilterPool {
     const concurrency = opts.concurrency ?? 4;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('FilterPool: concurrency must be a positive integer');
     if (opts.setUmask !== false) process.umask(0o077);
-    // Inherited descriptors must not reach filters; close them here, on the
-    // main thread (a worker closing a descriptor it did not open gets a warning).
-    closeStrayDescriptors();
     this.#maxQueue = opts.maxQueue;
-    this.#piscina = new Piscina<FilterJob, FilterResult>({
+    this.#piscina = new Piscina<FilterJob, WorkerAnswer>({
       filename: opts.workerFile ?? defaultWorkerFile(),
       name: 'default',
       minThreads: opts.threads,
@@ -87,7 +84,9 @@ export class FilterPool {
     }
     this.#inFlight++;
     try {
-      return await this.#piscina.run(job);
+      const answer = await this.#piscina.run(job);
+      if (isWorkerError(answer)) throw fromSerialized(answer.error);
+      return answer;
     } catch (err) {
       if (err instanceof Error && /queue is at limit/i.test(err.message)) throw new PoolFullError(this.#maxQueue);
       throw err;

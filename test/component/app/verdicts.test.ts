@@ -11,7 +11,7 @@ import path from 'node:path';
 import { MilterClient } from '../../../src/milter/client.js';
 import type { Reply } from '../../../src/milter/replies.js';
 import { startMilter, type Milter } from '../../mta/harness/milter.js';
-import { childrenOf } from '../../../src/filter/hunt.js';
+import { childrenOf } from '../../support/procs.js';
 import { lacksRoot } from '../../support/require.js';
 import { isAlive, waitUntil } from '../../support/wait.js';
 
