@@ -2,7 +2,7 @@
 // foreground with configuration keys given as --dotted.key arguments, waits
 // until its milter socket accepts connections, and stops it by PID.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { canConnect, LogFile, type LogMark, procMemory, repoRoot, sleep, waitFor } from './util.js';
@@ -60,10 +60,16 @@ export async function startMilter(o: MilterOptions): Promise<Milter> {
   if (!existsSync(MILTER_MAIN)) throw new Error(`${MILTER_MAIN} missing: run npm run build`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pumtest-milter-'));
   const logFile = path.join(dir, 'milter.log');
+  // Started as root, serve drops to milter.user (here the system's `nobody`),
+  // which must reach its spool directory; test users live in uids above the
+  // default users.maxUid.
+  chmodSync(dir, 0o755);
   const config: Record<string, string | number | boolean> = {
     'metrics.listen': '',
     'spool.dir': path.join(dir, 'spool'),
     'milter.socketMode': '0666',
+    'milter.user': 'nobody',
+    'users.maxUid': 64999,
     ...o.config,
     'milter.listen': o.listen,
   };
