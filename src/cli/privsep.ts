@@ -54,8 +54,13 @@ function handOverSpool(dir: string, account: Account): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const st = fs.lstatSync(dir);
   if (!st.isDirectory()) throw new StartRefused([`spool.dir ${dir} is not a directory`]);
-  fs.chownSync(dir, account.uid, account.gid);
-  fs.chmodSync(dir, 0o700);
+  // Mode first, while root owns it: without CAP_FOWNER (the unit's set) root
+  // cannot change the mode of a directory it gave away.
+  if ((st.mode & 0o7777) !== 0o700) {
+    if (st.uid !== 0) throw new StartRefused([`spool.dir ${dir} has mode ${(st.mode & 0o7777).toString(8)}, not 0700`]);
+    fs.chmodSync(dir, 0o700);
+  }
+  if (st.uid !== account.uid || st.gid !== account.gid) fs.chownSync(dir, account.uid, account.gid);
 }
 
 export async function startPrivilegeSplit(config: Config, onLauncherStderr: (line: string) => void): Promise<PrivilegeSplit> {
