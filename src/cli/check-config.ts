@@ -1,6 +1,8 @@
 // `per-user-milter check-config`: validate, print the effective configuration,
 // exit 0; or print one line per problem and exit 1.
 import { ConfigError, loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { privilegeProblems } from '../filter/privileges.js';
 import { splitConfigArgs } from './args.js';
 
 export function checkConfigCommand(argv: string[]): number {
@@ -9,6 +11,8 @@ export function checkConfigCommand(argv: string[]): number {
     parsed = splitConfigArgs(argv);
     if (parsed.rest.length > 0) throw new ConfigError([`unexpected argument: ${parsed.rest[0]}`]);
     const { config, file } = loadConfig({ file: parsed.configFile, args: parsed.keyArgs });
+    const problems = launcherProblems(config);
+    if (problems.length > 0) throw new ConfigError(problems);
     process.stderr.write(`configuration OK (${file ?? 'built-in defaults'})\n`);
     process.stdout.write(JSON.stringify(config, null, 2) + '\n');
     return 0;
@@ -19,4 +23,9 @@ export function checkConfigCommand(argv: string[]): number {
     }
     throw err;
   }
+}
+
+/** What serve would refuse about the launcher at start (docs/sandbox.md): sandbox none when it can switch users. */
+export function launcherProblems(config: Config, euid: number = process.geteuid?.() ?? -1): string[] {
+  return privilegeProblems(config, euid);
 }
