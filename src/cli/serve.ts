@@ -80,13 +80,13 @@ export async function serveCommand(argv: string[]): Promise<number> {
   for (const line of report.warn) log.warn({}, line);
   // The runner process and its worker threads find the launcher here.
   process.env[LAUNCHER_SOCKET_ENV] = split.settings.socket;
+  // The milter's own launcher connection, for STAT at RCPT; a new one when it broke.
   let statConnection: Promise<LauncherConnection> | null = null;
-  const launcherConnection = (): Promise<LauncherConnection> => {
-    if (statConnection === null) {
-      statConnection = LauncherConnection.connect(split.settings.socket);
-      statConnection.then((c) => c.closed, () => true).then((bad) => bad && (statConnection = null), () => undefined);
-    }
-    return statConnection.then(async (c) => (c.closed ? ((statConnection = null), launcherConnection()) : c));
+  const launcherConnection = async (): Promise<LauncherConnection> => {
+    const current = await statConnection?.catch(() => null);
+    if (current && !current.closed) return current;
+    statConnection = LauncherConnection.connect(split.settings.socket);
+    return statConnection;
   };
 
   const { spool, staleRemoved } = await Spool.open(config.spool.dir);
@@ -117,6 +117,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
     // Asked at RCPT: the launcher checks as the user, in its own process (no fork).
     // `unsafe` counts as having one: the run then reports why.
     hasFilter: async (user) => {
+      // users.minUid..maxUid (as the launcher was started with): anyone else never gets a run.
+      if (user.uid < split.settings.minUid || user.uid > split.settings.maxUid) return false;
       const a = await (await launcherConnection()).stat({ program: 'filter', user: user.name, uid: user.uid, gid: user.gid, groups: user.groups, home: user.home });
       return a.what !== 'none';
     },
