@@ -188,7 +188,7 @@ export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<Runner
     });
     // Before the pool: worker threads take a copy of the environment when they start.
     process.env[LAUNCHER_SOCKET_ENV] = path.join(spool, 'launcher.sock');
-    const thePool = new FilterPool({ threads: opts.threads ?? cpus, maxQueue: 10_000 });
+    const thePool = new FilterPool({ threads: opts.threads ?? cpus });
     pool = thePool;
     const job: FilterJob = { spoolPath: messageFile, user, envelope: envelope(user), settings };
     const spec: SpawnLoopSpec = { user, sandbox, messageFile, runs, maxSeconds };

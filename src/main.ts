@@ -1,49 +1,47 @@
 #!/usr/bin/env node
-// The per-user-milter executable: dispatches to the subcommands of contract §2.
+// Runs in: the milter process (its entry point; also the `try` and `check-config` processes).
+//
+// The per-user-milter executable: dispatches to the subcommands of
+// docs/reference.md §2.
 import { readFileSync } from 'node:fs';
-import { checkConfigCommand } from './cli/check-config.js';
+import { CHECK_CONFIG_USAGE, MAIN_USAGE, SERVE_USAGE, TRY_USAGE, wantsHelp } from './cli/usage.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
-const HELP = `Usage:
-  per-user-milter serve [--config FILE] [--KEY VALUE ...]
-      Run the milter in the foreground until SIGTERM/SIGINT; SIGHUP reloads.
-  per-user-milter check-config [--config FILE] [--KEY VALUE ...]
-      Validate and print the effective configuration (exit 0, or 1 with one line per problem).
-  per-user-milter try --user NAME [--sender ADDR] [--recipient ADDR] [--config FILE] [FILE]
-      Run NAME's filter on FILE (or stdin) exactly as the milter would; exit 0 accept,
-      1 reject, 75 tempfail, 2 anything else.
-  per-user-milter --version | --help
-
-Every configuration key can be given as --dotted.key VALUE (e.g. --milter.listen unix:/run/pum.sock)
-or as PER_USER_MILTER_DOTTED_KEY in the environment. Precedence: command line > environment > file > defaults.
-The configuration file defaults to /etc/per-user-milter/config.json when it exists.
-`;
+const COMMAND_USAGE: Record<string, string> = { serve: SERVE_USAGE, 'check-config': CHECK_CONFIG_USAGE, try: TRY_USAGE };
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command !== undefined && COMMAND_USAGE[command] !== undefined && wantsHelp(rest)) {
+    process.stdout.write(COMMAND_USAGE[command]);
+    return 0;
+  }
   switch (command) {
     case 'serve': {
       const { serveCommand } = await import('./cli/serve.js');
       return serveCommand(rest);
     }
-    case 'check-config':
+    case 'check-config': {
+      const { checkConfigCommand } = await import('./cli/check-config.js');
       return checkConfigCommand(rest);
+    }
     case 'try': {
       const { tryCommand } = await import('./cli/try.js');
       return tryCommand(rest);
     }
     case '--version':
     case '-V':
-      process.stdout.write(`per-user-milter ${pkg.version}\n`);
+      process.stdout.write(`per-user-milter ${pkg.version} (Node.js ${process.version})\n`);
       return 0;
     case '--help':
     case '-h':
-    case 'help':
-      process.stdout.write(HELP);
+    case 'help': {
+      const topic = rest[0] !== undefined ? COMMAND_USAGE[rest[0]] : undefined;
+      process.stdout.write(topic ?? MAIN_USAGE);
       return 0;
+    }
     default:
-      process.stderr.write(command === undefined ? HELP : `per-user-milter: unknown command '${command}'\n\n${HELP}`);
+      process.stderr.write(command === undefined ? MAIN_USAGE : `per-user-milter: unknown command '${command}'\n\n${MAIN_USAGE}`);
       return 2;
   }
 }
@@ -53,7 +51,8 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`per-user-milter: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    // A bug: say so plainly; the stack is for the bug report.
+    process.stderr.write(`per-user-milter: internal error (please report): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exitCode = 70;
   },
 );

@@ -17,12 +17,12 @@
 // the launcher then kills (the filters are the launcher's children, never ours).
 import { toPumError } from '../src/errors.js';
 import { RUNNER_EXIT_MS } from '../src/timeouts.js';
-import { FilterPool, PoolFullError } from '../src/runner/pool.js';
+import { FilterPool } from '../src/runner/pool.js';
 import { encodeLine, LineSplitter, parseRequest, type Answer } from '../src/runner/wire.js';
 
+/** From the milter (src/runner/client.ts), as JSON in argv[2]. */
 interface RunnerOptions {
   threads: number;
-  maxQueue: number;
   concurrency?: number;
 }
 
@@ -32,7 +32,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () =
 process.stdout.on('error', () => undefined);
 
 const options = JSON.parse(process.argv[2] ?? '{}') as RunnerOptions;
-const pool = new FilterPool({ threads: options.threads, maxQueue: options.maxQueue, ...(options.concurrency ? { concurrency: options.concurrency } : {}) });
+const pool = new FilterPool({ threads: options.threads, ...(options.concurrency ? { concurrency: options.concurrency } : {}) });
 let running = 0;
 
 function send(answer: Answer): void {
@@ -51,8 +51,7 @@ async function handle(line: string): Promise<void> {
     send({ id: request.id, result });
   } catch (err) {
     // A PumError keeps its code (spool unreadable, launcher); anything else is PUM_ERR_INTERNAL.
-    const e = err as Error & { code?: string };
-    send({ id: request.id, error: err instanceof PoolFullError ? { message: e.message, code: e.code } : toPumError(err).toJSON() });
+    send({ id: request.id, error: toPumError(err).toJSON() });
   } finally {
     running--;
   }

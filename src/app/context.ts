@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // What the application needs from the rest of the process. The composition
 // root (src/cli/serve.ts) builds one AppContext; a SIGHUP reload swaps the
 // settings inside it, so every new message sees the new configuration while
@@ -11,15 +13,20 @@ import type { Spool } from '../spool/index.js';
 import type { Action } from '../policy/index.js';
 import type { MilterLogger } from '../milter/application.js';
 
-/** Runs one filter job (the piscina pool in production). */
+/** Runs filter jobs (src/runner/client.ts in production: the runner process and its pool). */
 export interface FilterRunner {
-  run(job: FilterJob): Promise<FilterResult>;
+  /**
+   * Admits one message's jobs as a whole and runs them all. Throws a PumError
+   * (PUM_ERR_POOL_FULL) at once, running none, when the message is refused;
+   * a job that fails for a reason of ours rejects with a PumError.
+   */
+  runMessage(jobs: readonly FilterJob[]): Array<Promise<FilterResult>>;
 }
 
 /** The counters the application moves (src/metrics implements them with prom-client). */
 export interface AppMetrics {
   message(action: Action): void;
-  /** End of message to the reply (contract §6 message_duration_seconds). */
+  /** End of message to the reply (docs/reference.md §6 message_duration_seconds). */
   messageAnswered(action: Action, seconds: number): void;
   /** One of our own failures, answered 451 4.3.x (src/errors.ts). */
   internalError(reason: InternalReason): void;

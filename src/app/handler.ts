@@ -1,14 +1,22 @@
+// Runs in: the milter process.
+//
 // One MTA connection of per-user-milter: collects the envelope, classifies
 // recipients at RCPT, accepts early when no local recipient has a filter,
 // spools the message, and at end of message asks every local user's filter
 // (./verdict.ts). Per-transaction state is reset at MAIL and ABORT.
-import type { ConnectionContext, ConnectFamily, EomResult, MilterHandler, StepResult } from '../milter/application.js';
+//
+// Every failure of ours inside a step is caught here, not left to the milter
+// engine's generic answer: at RCPT it tempfails that recipient
+// (recipientFailure), from DATA to end of message it ends the message with
+// its 451 4.3.x, log line and counters (ourFailure) and removes the spool file.
+import type { ConnectionContext, ConnectFamily, CustomReply, EomResult, MilterHandler, StepResult } from '../milter/application.js';
 import { TransactionRecipients } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
 import { decideOversize, mustSplit, OVERSIZE_REPLY, SPLIT_REPLY } from '../policy/index.js';
 import { SMFIP_HDR_LEADSPC } from '../milter/constants.js';
+import { answered, customReply, ourFailure, recipientFailure } from './answer.js';
 import type { AppContext } from './context.js';
-import { askFilters, customReply, logMessage, type Transaction } from './verdict.js';
+import { askFilters, type Transaction } from './verdict.js';
 
 const latin1 = (b: Buffer | undefined): string => (b === undefined ? '' : b.toString('latin1'));
 
@@ -68,81 +76,117 @@ export class PerUserHandler implements MilterHandler {
     const tx = this.tx;
     if (tx === null) return 'continue'; // RCPT without MAIL: the engine's state machine already objects
     this.noteQueueId(tx);
-    const recipient = await this.app.classify({
-      rcpt: latin1(args[0]),
-      rcptMailer: this.conn.macros.get('{rcpt_mailer}'),
-      rcptAddr: this.conn.macros.get('{rcpt_addr}'),
-    });
-    if (recipient.kind === 'local') {
-      const withFilter = tx.filtered.has(recipient.user.name) || (await this.app.hasFilter(recipient.user));
-      if (mustSplit({ mixed: tx.config.policy.mixed, filteredUsers: tx.filtered, user: recipient.user.name, hasFilter: withFilter })) {
-        this.conn.log.debug({ rcpt: recipient.rcpt, user: recipient.user.name }, 'split: deferring recipient to its own transaction');
-        return customReply(SPLIT_REPLY);
+    const rcpt = latin1(args[0]);
+    try {
+      const recipient = await this.app.classify({
+        rcpt,
+        rcptMailer: this.conn.macros.get('{rcpt_mailer}'),
+        rcptAddr: this.conn.macros.get('{rcpt_addr}'),
+      });
+      if (recipient.kind === 'local') {
+        const withFilter = tx.filtered.has(recipient.user.name) || (await this.app.hasFilter(recipient.user));
+        if (mustSplit({ mixed: tx.config.policy.mixed, filteredUsers: tx.filtered, user: recipient.user.name, hasFilter: withFilter })) {
+          this.conn.log.debug({ rcpt: recipient.rcpt, user: recipient.user.name }, 'split: deferring recipient to its own transaction');
+          return customReply(SPLIT_REPLY);
+        }
+        if (withFilter) tx.filtered.add(recipient.user.name);
+      } else {
+        this.conn.log.debug({ rcpt: recipient.rcpt, reason: recipient.reason }, 'non-local recipient');
       }
-      if (withFilter) tx.filtered.add(recipient.user.name);
-    } else {
-      this.conn.log.debug({ rcpt: recipient.rcpt, reason: recipient.reason }, 'non-local recipient');
+      tx.recipients.add(recipient);
+      this.app.metrics.recipient(recipient.kind === 'local' ? 'local' : 'nonlocal');
+      return 'continue';
+    } catch (err) {
+      return recipientFailure(this.app, this.conn, tx, rcpt, err);
     }
-    tx.recipients.add(recipient);
-    this.app.metrics.recipient(recipient.kind === 'local' ? 'local' : 'nonlocal');
-    return 'continue';
   }
 
   /** All recipients are known: accept at once when nobody has a say, else start spooling. */
   async data(): Promise<StepResult> {
-    return this.startMessage();
+    return this.guard((since) => this.startMessage(since));
   }
 
   async header(name: string, value: Buffer): Promise<StepResult> {
-    const started = await this.startMessage(); // MTAs that never send DATA (protocol v2/v3)
-    if (started !== 'continue') return started;
-    await this.tx?.file?.header(name, value);
-    return 'continue';
+    return this.guard(async (since) => {
+      const started = await this.startMessage(since); // MTAs that never send DATA (protocol v2/v3)
+      if (started !== 'continue') return started;
+      await this.tx?.file?.header(name, value);
+      return 'continue';
+    });
   }
 
   async eoh(): Promise<StepResult> {
-    const started = await this.startMessage();
-    if (started !== 'continue') return started;
-    await this.tx?.file?.endHeaders();
-    return 'continue';
+    return this.guard(async (since) => {
+      const started = await this.startMessage(since);
+      if (started !== 'continue') return started;
+      await this.tx?.file?.endHeaders();
+      return 'continue';
+    });
   }
 
   async body(chunk: Buffer): Promise<StepResult> {
-    const tx = this.tx;
-    const file = tx?.file;
-    if (!tx || !file) return 'continue';
-    await file.write(chunk);
-    if (!file.oversize) return 'continue';
-    return this.finishOversize(tx, file);
+    return this.guard(async (since) => {
+      const tx = this.tx;
+      const file = tx?.file;
+      if (!tx || !file) return 'continue';
+      await file.write(chunk);
+      if (!file.oversize) return 'continue';
+      return this.finishOversize(tx, file, since);
+    });
   }
 
   async eom(): Promise<EomResult | StepResult> {
-    const tx = this.tx;
-    if (tx === null) return 'continue';
-    this.noteQueueId(tx);
-    const file = tx.file;
-    if (file === null) {
-      // Accepted early (no filters) — the MTA should not have sent more; be safe.
-      return 'accept';
-    }
-    try {
-      if (file.oversize) return await this.finishOversize(tx, file);
+    return this.guard(async (since) => {
+      const tx = this.tx;
+      if (tx === null) return 'continue';
+      this.noteQueueId(tx);
+      const file = tx.file;
+      if (file === null) {
+        // Accepted early (no filters) — the MTA should not have sent more; be safe.
+        return 'accept';
+      }
+      if (file.oversize) return this.finishOversize(tx, file, since);
       await file.close();
       this.app.metrics.spoolBytes(file.bytesWritten);
-      return await askFilters(this.app, this.conn, tx, file.path);
-    } finally {
+      const result = await askFilters(this.app, this.conn, tx, file.path, since);
       await this.abort();
-    }
+      return result;
+    });
   }
 
+  /** Ends the transaction; its spool file goes. Never throws: a file that will not go is logged, the answer stands. */
   async abort(): Promise<void> {
     const tx = this.tx;
     this.tx = null;
-    if (tx?.file) await tx.file.remove();
+    if (!tx?.file) return;
+    try {
+      await tx.file.remove();
+    } catch (err) {
+      this.conn.log.warn({ err, queueId: tx.queueId, file: tx.file.path }, 'cannot remove spool file');
+    }
   }
 
   async close(): Promise<void> {
     await this.abort();
+  }
+
+  /**
+   * Runs one step of an open message. A failure of ours inside it ends the
+   * message now: 451 4.3.x by its code, the log line, the counters, and its
+   * spool file removed. `since` is when the step's command arrived.
+   */
+  private async guard<T extends StepResult | EomResult>(step: (since: number) => Promise<T>): Promise<T | CustomReply> {
+    const since = performance.now();
+    try {
+      return await step(since);
+    } catch (err) {
+      const tx = this.tx;
+      // No message of ours open: the engine answers errorReply('PUM_ERR_INTERNAL') (serve.ts) and it is counted there.
+      if (tx === null) throw err;
+      const reply = ourFailure(this.app, this.conn, tx, err, since);
+      await this.abort();
+      return reply;
+    }
   }
 
   private noteQueueId(tx: Transaction): void {
@@ -150,14 +194,13 @@ export class PerUserHandler implements MilterHandler {
     tx.queueId = this.conn.macros.get('i') ?? tx.queueId;
   }
 
-  private async startMessage(): Promise<StepResult> {
+  private async startMessage(since: number): Promise<StepResult> {
     const tx = this.tx;
     if (tx === null || tx.file !== null) return 'continue';
     this.noteQueueId(tx);
     if (tx.filtered.size === 0) {
-      // Contract §5.5: no local recipient with a filter -> accept without the body.
-      logMessage(this.conn, tx, [], 'accept', { note: 'no local recipient with a filter' });
-      this.app.metrics.message('accept');
+      // docs/reference.md §5.5: no local recipient with a filter -> accept without the body.
+      answered(this.app, this.conn, tx, { action: 'accept', since, note: 'no local recipient with a filter' });
       this.tx = null;
       return 'accept';
     }
@@ -169,14 +212,15 @@ export class PerUserHandler implements MilterHandler {
     return 'continue';
   }
 
-  private async finishOversize(tx: Transaction, file: SpoolFile): Promise<StepResult> {
+  private async finishOversize(tx: Transaction, file: SpoolFile, since: number): Promise<StepResult> {
     const decision = decideOversize({ oversize: tx.config.policy.oversize, dryRun: tx.config.policy.dryRun });
-    logMessage(this.conn, tx, [], decision.action, {
+    answered(this.app, this.conn, tx, {
+      action: decision.action,
+      since,
       reply: decision.reply,
       note: `oversize: more than milter.maxMessageSize (${tx.config.milter.maxMessageSize}) bytes, not filtered`,
       dryRunWouldBe: decision.dryRunWouldBe?.action,
     });
-    this.app.metrics.message(decision.action);
     await this.abort();
     return decision.action === 'reject' ? customReply(decision.reply ?? OVERSIZE_REPLY) : 'accept';
   }

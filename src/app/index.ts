@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // The per-user-milter application: what it asks of the MTA in negotiation,
 // and one PerUserHandler per MTA connection.
 import type { MilterApplication, MilterDeclaration } from '../milter/application.js';

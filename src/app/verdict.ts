@@ -1,14 +1,20 @@
+// Runs in: the milter process.
+//
 // End of message: run every local user's filter in parallel through the
-// pool, aggregate their outcomes per contract §5, and turn the decision into
-// the milter reply. Our own failures (pool full, a worker that throws) become
-// a 451 tempfail: the MTA keeps the mail, nothing is rejected by our fault.
-import type { ConnectionContext, CustomReply, EomResult, Modification } from '../milter/application.js';
+// runner, aggregate their outcomes per docs/reference.md §5, and turn the
+// decision into the milter reply. Our own failures (the message refused for
+// pool.maxQueue, the runner gone, the spool unreadable, the launcher) become
+// `451 4.3.x` through ourFailure(): the MTA keeps the mail, nothing is
+// rejected or accepted unfiltered by our fault, and no user's outcome is
+// made up.
+import type { ConnectionContext, EomResult, Modification } from '../milter/application.js';
 import type { Config } from '../config/schema.js';
+import { errorReplyLine } from '../errors.js';
 import type { EnvelopeFacts, FilterJob, FilterResult } from '../filter/job.js';
-import { PoolFullError } from '../runner/pool.js';
 import type { RecipientsOfUser, TransactionRecipients } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
-import { BUSY_REPLY, decide, INTERNAL_FAILURE_REPLY, policySettings, type Action, type UserVerdict } from '../policy/index.js';
+import { decide, policySettings, type UserVerdict } from '../policy/index.js';
+import { answered, customReply, ourFailure } from './answer.js';
 import type { AppContext } from './context.js';
 
 /** One MAIL .. EOM/ABORT. */
@@ -24,11 +30,6 @@ export interface Transaction {
   queueId: string;
   started: number;
   client: { address: string; hostname: string; helo: string; protocol: string; saslMethod: string; saslUsername: string };
-}
-
-/** `550 5.7.1 text` -> SMFIR_REPLYCODE. */
-export function customReply(reply: string): CustomReply {
-  return { code: reply.slice(0, 3), text: reply.slice(4) };
 }
 
 function envelopeFor(tx: Transaction, r: RecipientsOfUser): EnvelopeFacts {
@@ -48,12 +49,10 @@ function envelopeFor(tx: Transaction, r: RecipientsOfUser): EnvelopeFacts {
   };
 }
 
-interface Asked {
-  users: UserVerdict[];
-  results: Array<{ user: string; result: FilterResult }>;
-}
+const NO_FILTER: FilterResult = { outcome: 'nofilter', exitCode: null, signal: null, durationMs: 0, replyText: '', log: '' };
 
-export async function askFilters(app: AppContext, conn: ConnectionContext, tx: Transaction, spoolPath: string): Promise<EomResult> {
+/** `since`: performance.now() at end of message (message_duration_seconds starts there). */
+export async function askFilters(app: AppContext, conn: ConnectionContext, tx: Transaction, spoolPath: string, since: number): Promise<EomResult> {
   const config = tx.config;
   const settings = {
     path: config.filter.path,
@@ -63,45 +62,50 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
     exitCodes: config.filter.exitCodes,
   };
   const locals = tx.recipients.localUsers();
-  const runs = locals.map((r) => {
-    if (!tx.filtered.has(r.user.name)) {
-      // No filter at RCPT time: no say, and no run.
-      return Promise.resolve<FilterResult>({ outcome: 'nofilter', exitCode: null, signal: null, durationMs: 0, replyText: '', log: '' });
-    }
-    const job: FilterJob = { spoolPath, user: r.user, envelope: envelopeFor(tx, r), settings };
-    return app.runner.run(job);
-  });
+  // No filter at RCPT time: no say, and no run.
+  const asked = locals.filter((r) => tx.filtered.has(r.user.name));
+  const jobs = asked.map((r): FilterJob => ({ spoolPath, user: r.user, envelope: envelopeFor(tx, r), settings }));
+  let runs: Array<Promise<FilterResult>>;
+  try {
+    runs = app.runner.runMessage(jobs);
+  } catch (err) {
+    // Refused as a whole (pool.maxQueue): nothing ran.
+    return { reply: ourFailure(app, conn, tx, err, since, { failed: asked.map((r) => r.user.name) }) };
+  }
   // Wait for every run, even after a failure: the spool file must outlive them all.
   const settled = await Promise.allSettled(runs);
-  const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  if (failure) {
-    const busy = failure.reason instanceof PoolFullError;
-    const reply = busy ? BUSY_REPLY : INTERNAL_FAILURE_REPLY;
-    conn.log.error({ err: failure.reason, queueId: tx.queueId }, busy ? 'filter pool full' : 'filter run failed');
-    logMessage(conn, tx, [], 'tempfail', { reply, note: busy ? 'filter pool full' : 'internal error' });
-    app.metrics.message('tempfail');
-    return { reply: customReply(reply) };
-  }
+  const byUser = new Map<string, PromiseSettledResult<FilterResult>>(asked.map((r, i) => [r.user.name, settled[i] as PromiseSettledResult<FilterResult>]));
 
-  const asked: Asked = { users: [], results: [] };
-  settled.forEach((s, i) => {
-    const r = locals[i] as RecipientsOfUser;
-    const result = (s as PromiseFulfilledResult<FilterResult>).value;
-    asked.results.push({ user: r.user.name, result });
-    asked.users.push({ user: r.user.name, outcome: result.outcome, replyText: result.replyText, rcpts: r.rcpts });
+  const results: Array<{ user: string; result: FilterResult }> = [];
+  const users: UserVerdict[] = [];
+  const failed: string[] = [];
+  let failure: unknown;
+  for (const r of locals) {
+    const s = byUser.get(r.user.name) ?? { status: 'fulfilled', value: NO_FILTER };
+    if (s.status === 'rejected') {
+      failed.push(r.user.name);
+      failure ??= s.reason;
+      continue;
+    }
+    const result = s.value;
+    results.push({ user: r.user.name, result });
+    users.push({ user: r.user.name, outcome: result.outcome, replyText: result.replyText, rcpts: r.rcpts });
     app.metrics.filterRun(result.outcome, result.durationMs, r.user.name);
     if (result.log !== '' && result.outcome !== 'accept') {
       conn.log.info({ queueId: tx.queueId, user: r.user.name, outcome: result.outcome, output: result.log }, 'filter output');
     }
-  });
+  }
+  if (failed.length > 0) return { reply: ourFailure(app, conn, tx, failure, since, { results, failed }) };
 
-  const decision = decide(asked.users, tx.recipients.nonLocalCount, policySettings(config));
-  logMessage(conn, tx, asked.results, decision.action, {
+  const decision = decide(users, tx.recipients.nonLocalCount, policySettings(config));
+  answered(app, conn, tx, {
+    action: decision.action,
+    since,
+    results,
     reply: decision.reply,
     dryRunWouldBe: decision.dryRunWouldBe?.action,
     dropped: decision.dropRcpts,
   });
-  app.metrics.message(decision.action);
   switch (decision.action) {
     case 'accept': {
       const modifications: Modification[] = (decision.dropRcpts ?? []).map((rcpt) => ({ kind: 'deleteRecipient', recipient: Buffer.from(rcpt, 'latin1') }));
@@ -109,38 +113,7 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
     }
     case 'reject':
     case 'tempfail':
-      return { reply: customReply(decision.reply ?? INTERNAL_FAILURE_REPLY) };
+      // decide() always gives these a reply; the fallback is only for the type.
+      return { reply: customReply(decision.reply ?? errorReplyLine('PUM_ERR_INTERNAL')) };
   }
-}
-
-/** The one line per message of contract §5: queue id, sender, per-user outcomes, action. */
-export function logMessage(
-  conn: ConnectionContext,
-  tx: Transaction,
-  results: ReadonlyArray<{ user: string; result: FilterResult }>,
-  action: Action,
-  extra: { reply?: string | undefined; note?: string; dryRunWouldBe?: Action | undefined; dropped?: readonly string[] | undefined } = {},
-): void {
-  const users = results.map(({ user, result }) => ({
-    user,
-    outcome: result.outcome,
-    exit: result.exitCode ?? result.signal ?? null,
-    ms: Math.round(result.durationMs),
-  }));
-  conn.log.info(
-    {
-      event: 'message',
-      queueId: tx.queueId || 'NOQUEUE',
-      from: tx.sender,
-      rcpts: tx.recipients.localUserCount + tx.recipients.nonLocalCount,
-      users,
-      action,
-      ...(extra.reply ? { reply: extra.reply } : {}),
-      ...(extra.note ? { note: extra.note } : {}),
-      ...(extra.dryRunWouldBe ? { dryRunWouldBe: extra.dryRunWouldBe } : {}),
-      ...(extra.dropped && extra.dropped.length > 0 ? { dropped: extra.dropped } : {}),
-      ms: Math.round(performance.now() - tx.started),
-    },
-    'message',
-  );
 }

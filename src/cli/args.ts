@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // Splits the words after a subcommand into --config FILE, --dotted.key VALUE
 // pairs (handed to convict) and whatever else the subcommand takes.
 import { ConfigError } from '../config/load.js';

@@ -34,10 +34,10 @@ export function launcherSocket(spoolDir: string): string {
   return path.join(spoolDir, 'launcher.sock');
 }
 
-export function launcherSettings(config: Config, clientUid: number): LauncherSettings {
+export function launcherSettings(config: Config, spoolDir: string, clientUid: number): LauncherSettings {
   return {
-    socket: launcherSocket(config.spool.dir),
-    spool: config.spool.dir,
+    socket: launcherSocket(spoolDir),
+    spool: spoolDir,
     clientUid,
     minUid: config.users.minUid,
     maxUid: config.users.maxUid,
@@ -63,15 +63,15 @@ function handOverSpool(dir: string, account: Account): void {
   if (st.uid !== account.uid || st.gid !== account.gid) fs.chownSync(dir, account.uid, account.gid);
 }
 
-export async function startPrivilegeSplit(config: Config, onLauncherStderr: (line: string) => void): Promise<PrivilegeSplit> {
+export async function startPrivilegeSplit(config: Config, spoolDir: string, onLauncherStderr: (line: string) => void): Promise<PrivilegeSplit> {
   const euid = process.geteuid?.() ?? -1;
   const problems = privilegeProblems(config, euid);
   if (problems.length > 0) throw new StartRefused(problems);
   if (euid !== 0) {
     const held = heldCapabilities(fs.readFileSync('/proc/self/status', 'utf8'));
     if (held) throw new StartRefused([held]);
-    fs.mkdirSync(config.spool.dir, { recursive: true, mode: 0o700 });
-    const settings = launcherSettings(config, process.getuid?.() ?? euid);
+    fs.mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
+    const settings = launcherSettings(config, spoolDir, process.getuid?.() ?? euid);
     const launcher = await startLauncher(settings, { onStderr: onLauncherStderr });
     return { privileged: false, account: null, settings, launcher };
   }
@@ -82,8 +82,8 @@ export async function startPrivilegeSplit(config: Config, onLauncherStderr: (lin
     ]);
   }
   if (account.uid === 0 || account.gid === 0) throw new StartRefused([`milter.user: ${account.name} is root: the milter must run as an unprivileged account`]);
-  handOverSpool(config.spool.dir, account);
-  const settings = launcherSettings(config, account.uid);
+  handOverSpool(spoolDir, account);
+  const settings = launcherSettings(config, spoolDir, account.uid);
   const launcher = await startLauncher(settings, { onStderr: onLauncherStderr });
   try {
     dropPrivileges(account);

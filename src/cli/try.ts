@@ -1,5 +1,8 @@
+// Runs in: its own process (`per-user-milter try`), which runs the filter in its main thread.
+//
 // `per-user-milter try --user NAME [--sender ADDR] [--recipient ADDR]
-// [--config FILE] [--dotted.key value…] [FILE]` (contract §2): runs NAME's
+// [--client-address IP] [--helo NAME] [--sasl-username NAME]
+// [--config FILE] [--dotted.key value…] [FILE]` (docs/reference.md §2): runs NAME's
 // filter on one message exactly as the milter would (same user lookup,
 // sandbox, limits, environment, message form), prints what came of it and
 // exits 0 accept, 1 reject, 75 tempfail, 2 anything else.
@@ -9,6 +12,7 @@
 // starts its own launcher on that directory; as root it keeps root (it is
 // an administrator's tool, never network-facing).
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -35,6 +39,10 @@ export interface TryArgs {
   user: string;
   sender: string | undefined;
   recipient: string | undefined;
+  /** The SMTP client as the milter would have seen it (CLIENT_ADDRESS, CLIENT_HELO, SASL_USERNAME). */
+  clientAddress: string | undefined;
+  helo: string | undefined;
+  saslUsername: string | undefined;
   /** undefined or '-': standard input. */
   file: string | undefined;
   configFile: string | undefined;
@@ -43,15 +51,17 @@ export interface TryArgs {
 
 class UsageError extends Error {}
 
-const USAGE = 'usage: per-user-milter try --user NAME [--sender ADDR] [--recipient ADDR] [--config FILE] [--dotted.key VALUE ...] [FILE]';
+const USAGE = 'usage: per-user-milter try --user NAME [--sender ADDR] [--recipient ADDR] [--client-address IP] [--helo NAME] [--sasl-username NAME] [--config FILE] [--dotted.key VALUE ...] [FILE]\n(per-user-milter try --help says more)';
+
+const OWN_OPTIONS = ['user', 'sender', 'recipient', 'client-address', 'helo', 'sasl-username'] as const;
 
 export function parseTryArgs(argv: string[]): TryArgs {
-  const split = splitConfigArgs(argv, ['user', 'sender', 'recipient']);
+  const split = splitConfigArgs(argv, OWN_OPTIONS);
   const own: Record<string, string> = {};
   const operands: string[] = [];
   for (let i = 0; i < split.rest.length; i++) {
     const word = split.rest[i] as string;
-    if (word === '--user' || word === '--sender' || word === '--recipient') {
+    if (word.startsWith('--') && (OWN_OPTIONS as readonly string[]).includes(word.slice(2))) {
       own[word.slice(2)] = split.rest[++i] as string;
     } else if (word.startsWith('-') && word !== '-') {
       throw new UsageError(`unknown option ${word}`);
@@ -61,10 +71,15 @@ export function parseTryArgs(argv: string[]): TryArgs {
   }
   if (own.user === undefined || own.user === '') throw new UsageError('--user NAME is required');
   if (operands.length > 1) throw new UsageError(`one FILE at most, got: ${operands.join(' ')}`);
+  const clientAddress = own['client-address'];
+  if (clientAddress !== undefined && net.isIP(clientAddress) === 0) throw new UsageError(`--client-address wants an IPv4 or IPv6 address, got ${JSON.stringify(clientAddress)}`);
   return {
     user: own.user,
     sender: own.sender,
     recipient: own.recipient,
+    clientAddress,
+    helo: own.helo,
+    saslUsername: own['sasl-username'],
     file: operands[0],
     configFile: split.configFile,
     keyArgs: split.keyArgs,
@@ -79,22 +94,22 @@ function err(line: string): void {
   process.stderr.write(`per-user-milter try: ${line}\n`);
 }
 
-/** The environment facts the milter would give this user's filter for a message received over SMTP; no client here. */
-function envelopeFor(config: Config, user: UserAccount, sender: string, recipient: string | undefined): EnvelopeFacts {
-  const rcpt = localRecipientFor(user, recipient ?? `${user.name}@localhost`, config.recipients.delimiter);
+/** The environment facts the milter would give this user's filter for a message from the client the options describe. */
+function envelopeFor(config: Config, user: UserAccount, sender: string, args: TryArgs): EnvelopeFacts {
+  const rcpt = localRecipientFor(user, args.recipient ?? `${user.name}@localhost`, config.recipients.delimiter);
   return {
     SENDER: sender,
     RECIPIENT: rcpt.address,
     LOCAL: rcpt.localPart,
     EXTENSION: rcpt.extension,
     DOMAIN: rcpt.domain,
-    CLIENT_ADDRESS: '',
+    CLIENT_ADDRESS: args.clientAddress ?? '',
     CLIENT_HOSTNAME: '',
-    CLIENT_HELO: '',
+    CLIENT_HELO: args.helo ?? '',
     CLIENT_PROTOCOL: '',
     QUEUE_ID: '',
     SASL_METHOD: '',
-    SASL_USERNAME: '',
+    SASL_USERNAME: args.saslUsername ?? '',
   };
 }
 
@@ -171,7 +186,7 @@ export async function tryCommand(argv: string[]): Promise<number> {
       for (const p of problems) err(p);
       return EXIT_OTHER;
     }
-    const settings = launcherSettings({ ...config, spool: { dir } }, process.getuid?.() ?? 0);
+    const settings = launcherSettings(config, dir, process.getuid?.() ?? 0);
     let launcher;
     try {
       launcher = await startLauncher(settings, { onStderr: (line) => err(line) });
@@ -184,7 +199,7 @@ export async function tryCommand(argv: string[]): Promise<number> {
     const job: FilterJob = {
       spoolPath: file.path,
       user,
-      envelope: envelopeFor(config, user, sender, args.recipient),
+      envelope: envelopeFor(config, user, sender, args),
       settings: {
         path: config.filter.path,
         timeout: config.filter.timeout,

@@ -1,10 +1,19 @@
+// Runs in: the milter process (and `try`, `check-config`).
+//
 // Loads the configuration: defaults < file < environment < command line, as
-// the contract says (convict applies env and args after the file itself).
+// docs/reference.md §3 says (convict applies env and args after the file
+// itself). The file is JSON with comments (JSONC: `//` and `/* */`), parsed
+// by jsonc-parser, the parser of VS Code's settings files; a syntax error
+// names the file, line and column. Every problem is one line that names the
+// key by its public name.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import convict from 'convict';
-import { SCHEMA_NAMES, schema, type Config } from './schema.js';
+import jsonc from 'jsonc-parser';
+import { parseMetricsListen } from '../metrics/listen.js';
+import { parseSocketSpec } from '../milter/socket-spec.js';
+import { SCHEMA_NAMES, publicName, schema, type Config } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/per-user-milter/config.json';
 
@@ -26,6 +35,10 @@ export function isCidr(s: string): boolean {
   return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
 }
 
+const BOOLEAN_WORDS: Readonly<Record<string, boolean>> = {
+  true: true, false: false, '1': true, '0': false, yes: true, no: false, on: true, off: false,
+};
+
 function fail(message: string): never {
   throw new Error(message);
 }
@@ -35,23 +48,36 @@ function addFormats(): void {
   if (formatsAdded) return;
   formatsAdded = true;
   convict.addFormats({
+    // The server's own parser, so its hints ("that is Postfix syntax") reach the user.
     'listen-spec': {
       validate(v: unknown) {
         if (typeof v !== 'string') fail('must be a string');
-        if (!/^(inet:\d{1,5}(@.+)?|inet6:\d{1,5}(@.+)?|(unix|local):\/.+)$/.test(v)) {
-          fail('must be inet:PORT@HOST, inet6:PORT@HOST, unix:/ABS/PATH or local:/ABS/PATH');
+        let spec;
+        try {
+          spec = parseSocketSpec(v);
+        } catch (err) {
+          fail((err as Error).message);
         }
-        const port = /^inet6?:(\d+)/.exec(v)?.[1];
-        if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) fail('port must be 1-65535');
+        if (spec.kind === 'unix' && !path.isAbsolute(spec.path)) fail(`${JSON.stringify(v)}: the socket path must be absolute`);
       },
     },
     'metrics-listen': {
       validate(v: unknown) {
         if (typeof v !== 'string') fail('must be a string');
-        if (v === '') return;
-        const m = /^(.*):(\d{1,5})$/.exec(v);
-        if (!m || Number(m[2]) > 65535) fail('must be HOST:PORT (IPv6 as [::1]:PORT) or empty');
+        try {
+          parseMetricsListen(v);
+        } catch (err) {
+          fail((err as Error).message.replace(/^metrics\.listen: /, ''));
+        }
       },
+    },
+    // Booleans from the environment and the command line arrive as words;
+    // convict's own Boolean reads every word but "false" as true.
+    'strict-boolean': {
+      validate(v: unknown) {
+        if (typeof v !== 'boolean') fail(`must be true or false (from the environment or command line also 1/0, yes/no, on/off), got ${JSON.stringify(v)}`);
+      },
+      coerce: (v: unknown) => (typeof v === 'string' ? (BOOLEAN_WORDS[v.trim().toLowerCase()] ?? v) : v),
     },
     'file-mode': {
       validate(v: unknown) {
@@ -62,6 +88,13 @@ function addFormats(): void {
     'positive-int': {
       validate(v: unknown) {
         if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) fail('must be a positive integer');
+      },
+      coerce: (v: unknown) => (typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v),
+    },
+    // Not convict's 'nat': its parseInt reads "12abc" from the environment as 12.
+    'non-negative-int': {
+      validate(v: unknown) {
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail('must be an integer, 0 or more');
       },
       coerce: (v: unknown) => (typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v),
     },
@@ -121,7 +154,7 @@ function addFormats(): void {
           fail('must be a list of exit codes 0-255');
         }
       },
-      coerce: (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => Number(s.trim())) : v),
+      coerce: (v: unknown) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => (/^\d+$/.test(s) ? Number(s) : s)) : v),
     },
     'smtp-reply-5': {
       validate(v: unknown) {
@@ -173,6 +206,73 @@ export interface LoadedConfig {
   file: string | null;
 }
 
+/** The text with comments blanked (for looking back from an error). */
+function stripComments(text: string): string {
+  return jsonc.stripComments(text);
+}
+
+/** 1-based line and column of a character offset. */
+function lineColumn(text: string, offset: number): { line: number; column: number } {
+  const before = text.slice(0, offset);
+  const line = before.split('\n').length;
+  return { line, column: offset - before.lastIndexOf('\n') };
+}
+
+const SYNTAX_WORDS: Readonly<Record<string, string>> = {
+  InvalidSymbol: 'unexpected character',
+  InvalidNumberFormat: 'malformed number',
+  PropertyNameExpected: 'a "quoted" key expected',
+  ValueExpected: 'a value expected',
+  ColonExpected: "':' expected",
+  CommaExpected: "',' expected",
+  CloseBraceExpected: "'}' expected",
+  CloseBracketExpected: "']' expected",
+  EndOfFileExpected: 'nothing expected after the closing }',
+  InvalidCommentToken: 'malformed comment',
+  UnexpectedEndOfComment: 'comment not closed',
+  UnexpectedEndOfString: 'string not closed',
+  UnexpectedEndOfNumber: 'number not finished',
+  InvalidUnicode: 'malformed \\u escape',
+  InvalidEscapeCharacter: 'malformed escape',
+  InvalidCharacter: 'control character in a string',
+};
+
+/**
+ * Parses configuration file text: JSON plus `//` and `/* *\/` comments (no
+ * trailing commas, so the file stays JSON once the comments are gone).
+ * Throws a ConfigError with one `FILE:LINE:COLUMN: what` line per problem.
+ */
+export function parseConfigText(text: string, file: string): Record<string, unknown> {
+  const errors: jsonc.ParseError[] = [];
+  const data: unknown = jsonc.parse(text, errors, { allowTrailingComma: false, disallowComments: false, allowEmptyContent: false });
+  if (errors.length > 0) {
+    const lines = errors.map((e) => {
+      const { line, column } = lineColumn(text, e.offset);
+      const code = jsonc.printParseErrorCode(e.error);
+      const trailingComma = (code === 'PropertyNameExpected' || code === 'ValueExpected') && /,\s*$/.test(stripComments(text.slice(0, e.offset)));
+      return `${file}:${line}:${column}: ${trailingComma ? 'a comma before a closing } or ] (JSON allows none)' : (SYNTAX_WORDS[code] ?? code)}`;
+    });
+    // One mistake often yields more errors after it: report the first, as a compiler does.
+    throw new ConfigError(lines.slice(0, 1));
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new ConfigError([`${file}: must contain one JSON object`]);
+  }
+  return data as Record<string, unknown>;
+}
+
+/** convict names keys by their schema name: give the public one (filter.default, not filter.siteDefault). */
+function publicMessage(line: string): string {
+  let out = line;
+  for (const internal of Object.values(SCHEMA_NAMES)) out = out.replaceAll(internal, publicName(internal));
+  const unknown = /^configuration param '(.+)' not declared in the schema$/.exec(out);
+  if (unknown) return `${unknown[1]}: unknown key (every key: per-user-milter.conf(5))`;
+  // convict appends the value; our messages mostly quote it already.
+  const m = /^(.*): value was (.*)$/s.exec(out);
+  if (m && (m[1] ?? '').includes(m[2] ?? '')) out = m[1] ?? out;
+  return out;
+}
+
 export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   addFormats();
   const env = opts.env ?? process.env;
@@ -182,15 +282,14 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   if (opts.file !== undefined) file = opts.file;
   else if (fs.existsSync(DEFAULT_CONFIG_FILE)) file = DEFAULT_CONFIG_FILE;
   if (file !== null) {
-    let data: unknown;
+    let text: string;
     try {
-      data = JSON.parse(fs.readFileSync(file, 'utf8'));
+      text = fs.readFileSync(file, 'utf8');
     } catch (err) {
-      throw new ConfigError([`${file}: ${(err as Error).message}`]);
+      const e = err as NodeJS.ErrnoException;
+      throw new ConfigError([`${file}: cannot read it: ${e.code === 'ENOENT' ? 'no such file' : e.message}`]);
     }
-    if (typeof data !== 'object' || data === null || Array.isArray(data)) {
-      throw new ConfigError([`${file}: must contain one JSON object`]);
-    }
+    const data = parseConfigText(text, file);
     for (const [pub, internal] of Object.entries(SCHEMA_NAMES)) rename(data as Record<string, unknown>, pub, internal);
     try {
       conf.load(data as object);
@@ -203,7 +302,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   } catch (err) {
     problems.push(...String((err as Error).message).split('\n').filter(Boolean));
   }
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0) throw new ConfigError(problems.map(publicMessage));
   const config = conf.getProperties() as unknown as Record<string, unknown>;
   for (const [pub, internal] of Object.entries(SCHEMA_NAMES)) rename(config, internal, pub);
   return { config: config as unknown as Config, file };

@@ -1,16 +1,20 @@
-// The configuration schema: every key of the product contract (§3), with its
-// default, its environment variable and its command-line flag. convict
-// validates types and rejects unknown keys; the loader (./load.ts) decides
-// where values come from.
+// Runs in: every process (pure).
+//
+// The configuration schema: every key of the product contract
+// (docs/reference.md §3), with its default, its environment variable and its
+// command-line flag. convict validates types and rejects unknown keys; the
+// loader (./load.ts) decides where values come from. The `Config` type below
+// is derived from this very object, so the two cannot drift; so is the man
+// page per-user-milter.conf(5) (scripts/man.ts).
 import os from 'node:os';
-import path from 'node:path';
 
 /** `milter.maxConnections` -> `PER_USER_MILTER_MILTER_MAX_CONNECTIONS`. */
 export function envName(dottedKey: string): string {
   return 'PER_USER_MILTER_' + dottedKey.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/\./g, '_').toUpperCase();
 }
 
-const strings = (allowed: readonly string[]) => allowed as string[];
+/** An enumerated format: convict checks membership, the type is the union of the values. */
+const oneOf = <const T extends readonly string[]>(allowed: T): T => allowed;
 
 /** The schema without env/arg names; `withSources` adds them for every leaf. */
 const base = {
@@ -21,7 +25,7 @@ const base = {
       default: 'inet:8890@127.0.0.1',
     },
     socketMode: {
-      doc: 'Permissions (octal) of a unix socket',
+      doc: 'Permissions (octal) of a unix socket. A stale socket file left by an earlier run (nobody listening) is removed at start; a live one is an error',
       format: 'file-mode',
       default: '0660',
     },
@@ -31,7 +35,7 @@ const base = {
       default: 256,
     },
     progressInterval: {
-      doc: 'Send SMFIR_PROGRESS this often (ms) while filters run at end-of-message',
+      doc: 'While filters run at end-of-message, send SMFIR_PROGRESS this often (ms) so the MTA does not time out; keep it below the MTA read timeout (Sendmail: 10 s by default)',
       format: 'positive-int',
       default: 5000,
     },
@@ -48,19 +52,19 @@ const base = {
   },
   spool: {
     dir: {
-      doc: 'Where message bodies are spooled; created 0700; stale files removed at start',
-      format: 'absolute-path',
-      default: path.join(os.tmpdir(), 'per-user-milter'),
+      doc: 'Where message bodies are spooled; created 0700, owned by the milter; stale files removed at start. Empty: $RUNTIME_DIRECTORY/spool under systemd, else a private directory made at start in the OS temporary directory and removed at exit',
+      format: 'optional-path',
+      default: '',
     },
   },
   recipients: {
     localMailers: {
-      doc: 'A recipient whose {rcpt_mailer} is one of these is local',
+      doc: 'A recipient whose {rcpt_mailer} macro (Postfix: the transport name) is one of these is local, if it resolves to a user',
       format: 'string-list',
       default: ['local'],
     },
     localDomains: {
-      doc: 'A recipient in one of these domains is local',
+      doc: 'A recipient in one of these domains is local (for MTAs or set-ups without {rcpt_mailer})',
       format: 'string-list',
       default: [] as string[],
     },
@@ -131,7 +135,7 @@ const base = {
     },
     sandbox: {
       doc: 'setpriv (the launcher: user switch, no_new_privs, rlimits, contained process tree), bwrap (also private /tmp, own pid namespace, read-only system), or none (unprivileged runs only)',
-      format: strings(['setpriv', 'bwrap', 'none']),
+      format: oneOf(['setpriv', 'bwrap', 'none']),
       default: 'setpriv',
     },
     cgroup: {
@@ -140,43 +144,43 @@ const base = {
       default: 'auto',
     },
     limits: {
-      cpuSeconds: { doc: 'RLIMIT_CPU (seconds)', format: 'positive-int', default: 20 },
-      memoryBytes: { doc: 'RLIMIT_AS (bytes)', format: 'positive-int', default: 1073741824 },
-      processes: { doc: 'RLIMIT_NPROC', format: 'positive-int', default: 64 },
-      fileSizeBytes: { doc: 'RLIMIT_FSIZE (bytes)', format: 'positive-int', default: 104857600 },
-      outputBytes: { doc: 'stdout+stderr kept; the rest is read and dropped', format: 'positive-int', default: 65536 },
+      cpuSeconds: { doc: 'RLIMIT_CPU of each filter process (seconds of CPU)', format: 'positive-int', default: 20 },
+      memoryBytes: { doc: 'RLIMIT_AS of each filter process (bytes of address space)', format: 'positive-int', default: 1073741824 },
+      processes: { doc: 'RLIMIT_NPROC: processes the user may have while the filter runs', format: 'positive-int', default: 64 },
+      fileSizeBytes: { doc: 'RLIMIT_FSIZE: largest file a filter may write (bytes)', format: 'positive-int', default: 104857600 },
+      outputBytes: { doc: 'Bytes of a filter\'s standard output and error kept for the reply text and the log; the rest is read and dropped', format: 'positive-int', default: 65536 },
     },
     exitCodes: {
       reject: { doc: 'Exit codes that mean reject', format: 'exit-code-list', default: [1] },
       tempfail: { doc: 'Exit codes that mean tempfail', format: 'exit-code-list', default: [75] },
     },
     onError: {
-      doc: 'What a crashed, timed-out, unsafe or odd-exit filter counts as',
-      format: strings(['accept', 'tempfail']),
+      doc: 'What a filter that crashes, times out, is unsafe or exits with another code counts as: accept, or tempfail',
+      format: oneOf(['accept', 'tempfail']),
       default: 'accept',
     },
     lineEndings: {
-      doc: 'Line endings of the message on the filter stdin',
-      format: strings(['lf', 'crlf']),
+      doc: 'Line endings of the message on the filter\'s standard input: lf or crlf',
+      format: oneOf(['lf', 'crlf']),
       default: 'lf',
     },
   },
   pool: {
     threads: {
-      doc: 'piscina worker threads',
+      doc: 'Worker threads (in the filter runner process) that drive filter processes. Filters that wait on a network scanner use little CPU: more threads than CPUs can be right for them',
       format: 'positive-int',
       default: Math.max(1, os.availableParallelism()),
     },
     maxQueue: {
-      doc: 'Queued filter runs beyond this tempfail the message (4.3.2 busy)',
-      format: 'nat',
+      doc: 'Filter runs waiting beyond this tempfail a new message (451 4.3.2 busy) at once instead of holding it until the MTA times out',
+      format: 'non-negative-int',
       default: 1000,
     },
   },
   policy: {
     mixed: {
-      doc: 'When some accept and some reject: deliver, drop-rejecters or split',
-      format: strings(['deliver', 'drop-rejecters', 'split']),
+      doc: 'When some users accept and some reject: deliver to all; drop-rejecters (remove the rejecting users\' recipients with SMFIR_DELRCPT); split (answer every further user with a filter 452 4.5.3 at RCPT, so each gets a transaction of their own and an exact verdict)',
+      format: oneOf(['deliver', 'drop-rejecters', 'split']),
       default: 'deliver',
     },
     rejectExtension: {
@@ -186,7 +190,7 @@ const base = {
     },
     skipAuthenticated: {
       doc: 'Accept mail from SMTP-AUTH authenticated clients without running filters',
-      format: Boolean,
+      format: 'strict-boolean',
       default: false,
     },
     trustedNetworks: {
@@ -196,17 +200,17 @@ const base = {
     },
     nonLocal: {
       doc: 'Non-local recipients vote accept (accept) or have no say (ignore)',
-      format: strings(['accept', 'ignore']),
+      format: oneOf(['accept', 'ignore']),
       default: 'accept',
     },
     dryRun: {
-      doc: 'Compute, log and count verdicts but always accept',
-      format: Boolean,
+      doc: 'Compute, log and count verdicts but never change any reply (no reject, no 452 split, no DELRCPT)',
+      format: 'strict-boolean',
       default: false,
     },
     oversize: {
       doc: 'Messages above milter.maxMessageSize: accept unfiltered, or reject (552 5.3.4)',
-      format: strings(['accept', 'reject']),
+      format: oneOf(['accept', 'reject']),
       default: 'accept',
     },
     rejectReply: {
@@ -222,25 +226,25 @@ const base = {
   },
   metrics: {
     listen: {
-      doc: 'HOST:PORT of the Prometheus endpoint /metrics; empty disables',
+      doc: 'HOST:PORT ([IPv6]:PORT) of the Prometheus endpoint /metrics; empty disables it. Metrics tell who gets mail: keep it on loopback or behind a firewall',
       format: 'metrics-listen',
       default: '127.0.0.1:9464',
     },
     perUserLabels: {
-      doc: 'Add a user label to filter metrics (watch the cardinality)',
-      format: Boolean,
+      doc: 'Add a user label to the filter run counters (never to histograms): one series per user and outcome, so for small sites',
+      format: 'strict-boolean',
       default: false,
     },
   },
   log: {
     level: {
-      doc: 'fatal, error, warn, info, debug or trace',
-      format: strings(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
+      doc: 'Least severe level logged: fatal, error, warn, info (one line per message), debug or trace',
+      format: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
       default: 'info',
     },
     format: {
-      doc: 'text (one line per event) or json',
-      format: strings(['text', 'json']),
+      doc: 'text: one line per event, like other milters\' syslog lines, with the queue id (under journald with a syslog priority and no time of its own); json: one JSON object per line, for log pipelines',
+      format: oneOf(['text', 'json']),
       default: 'text',
     },
   },
@@ -248,14 +252,14 @@ const base = {
 
 /**
  * convict takes any schema node with a `default` property for a leaf, so a
- * key that is itself called `default` (contract: filter.default) lives in
+ * key that is itself called `default` (docs/reference.md §3: filter.default) lives in
  * the schema under another name. Public name -> schema name; the loader
  * translates the file, and the result, through this table.
  */
 export const SCHEMA_NAMES: Readonly<Record<string, string>> = { 'filter.default': 'filter.siteDefault' };
 const PUBLIC_NAMES: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(SCHEMA_NAMES).map(([k, v]) => [v, k]));
 
-/** The public (contract) name of a schema leaf. */
+/** The public name of a schema leaf (docs/reference.md §3). */
 export function publicName(schemaName: string): string {
   return PUBLIC_NAMES[schemaName] ?? schemaName;
 }
@@ -290,45 +294,25 @@ function withSources(node: Node, prefix = ''): Node {
 
 export const schema = withSources(base as unknown as Node);
 
-/** The validated configuration, as plain data. */
-export interface Config {
-  milter: {
-    listen: string;
-    socketMode: string;
-    maxConnections: number;
-    progressInterval: number;
-    maxMessageSize: number;
-    user: string;
-  };
-  spool: { dir: string };
-  recipients: { localMailers: string[]; localDomains: string[]; delimiter: string; map: string; aliasMaps: string[] };
-  users: { passwdFile: string; minUid: number; maxUid: number };
-  filter: {
-    path: string;
-    timeout: number;
-    default: string;
-    rcptPath: string;
-    rcptTimeout: number;
-    maxPerUser: number;
-    sandbox: 'setpriv' | 'bwrap' | 'none';
-    cgroup: string;
-    limits: { cpuSeconds: number; memoryBytes: number; processes: number; fileSizeBytes: number; outputBytes: number };
-    exitCodes: { reject: number[]; tempfail: number[] };
-    onError: 'accept' | 'tempfail';
-    lineEndings: 'lf' | 'crlf';
-  };
-  pool: { threads: number; maxQueue: number };
-  policy: {
-    mixed: 'deliver' | 'drop-rejecters' | 'split';
-    rejectExtension: string;
-    skipAuthenticated: boolean;
-    trustedNetworks: string[];
-    nonLocal: 'accept' | 'ignore';
-    dryRun: boolean;
-    oversize: 'accept' | 'reject';
-    rejectReply: string;
-    tempfailReply: string;
-  };
-  metrics: { listen: string; perUserLabels: boolean };
-  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'; format: 'text' | 'json' };
-}
+/** A leaf's value type: the union of an enumerated format, else the type of its default. */
+type LeafValue<L> = L extends { format: infer F; default: infer D }
+  ? F extends readonly (infer U)[]
+    ? U
+    : D extends boolean
+      ? boolean
+      : D extends number
+        ? number
+        : D extends readonly number[]
+          ? number[]
+          : D extends readonly string[]
+            ? string[]
+            : string
+  : never;
+
+/** The schema's nodes as values; `siteDefault` under its public name `default` (see SCHEMA_NAMES). */
+type ValuesOf<N> = {
+  [K in keyof N as K extends 'siteDefault' ? 'default' : K]: N[K] extends { default: unknown } ? LeafValue<N[K]> : ValuesOf<N[K]>;
+};
+
+/** The validated configuration, as plain data: derived from the schema above, never written by hand. */
+export type Config = ValuesOf<typeof base>;

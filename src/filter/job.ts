@@ -5,6 +5,7 @@
 // pipe as JSON and is cloned into a piscina worker thread.
 import type { SerializedError } from '../errors.js';
 import { ABANDON_MS, KILL_GRACE_MS } from '../timeouts.js';
+import type { Config } from '../config/schema.js';
 import type { UserAccount } from '../users/user.js';
 
 export { ABANDON_MS, KILL_GRACE_MS };
@@ -37,15 +38,8 @@ export interface EnvelopeFacts {
   SASL_USERNAME: string;
 }
 
-/** The filter settings of the configuration (config `filter.*`), as plain data. */
-export interface FilterSettings {
-  /** filter.path, for the record: the launcher was started with it and uses only that. */
-  path: string;
-  timeout: number;
-  sandbox: 'setpriv' | 'bwrap' | 'none';
-  limits: { cpuSeconds: number; memoryBytes: number; processes: number; fileSizeBytes: number; outputBytes: number };
-  exitCodes: { reject: number[]; tempfail: number[] };
-}
+/** The filter settings of the configuration (config `filter.*`) a run needs, as plain data. */
+export type FilterSettings = Pick<Config['filter'], 'path' | 'timeout' | 'sandbox' | 'limits' | 'exitCodes'>;
 
 export interface FilterJob {
   /** The spooled message, already in the filter's message form; the launcher opens it (by its name, in its spool directory). */

@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // Pure: how a finished filter process maps to an Outcome (contract §4) and
 // what its SMTP reply text is.
 import type { Outcome } from './job.js';

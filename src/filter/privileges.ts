@@ -70,10 +70,16 @@ export function dropPrivileges(account: Account): void {
   }
 }
 
+/** Only root can switch users (through the launcher); read once. */
+export function ownPrivileges(): { switchUsers: boolean; root: boolean } {
+  const root = process.geteuid?.() === 0;
+  return { switchUsers: root, root };
+}
+
 /** Configuration the privileges forbid (also checked by check-config). */
 export function privilegeProblems(config: { filter: { sandbox: string } }, euid: number): string[] {
   if (euid === 0 && config.filter.sandbox === 'none') {
-    return ['filter.sandbox=none is refused when started as root: the launcher runs every filter sandboxed as its user (use setpriv or bwrap)'];
+    return ['filter.sandbox=none is refused when the milter can switch users (started as root): the launcher runs every filter sandboxed as its user; use setpriv or bwrap'];
   }
   return [];
 }

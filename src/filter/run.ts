@@ -102,12 +102,19 @@ export async function runFilter(job: FilterJob): Promise<FilterResult> {
   let conn = await connect(false);
   let answer: RunAnswer;
   try {
-    answer = await conn.run(request);
+    try {
+      answer = await conn.run(request);
+    } catch (err) {
+      // A broken connection (not an answer): once more on a fresh one.
+      if (!(err instanceof PumError) || !conn.closed) throw err;
+      conn = await connect(true);
+      answer = await conn.run(request);
+    }
   } catch (err) {
-    // A broken connection (not an answer): once more on a fresh one.
-    if (!(err instanceof PumError) || !conn.closed) throw err;
-    conn = await connect(true);
-    answer = await conn.run(request);
+    if (err instanceof PumError && err.code === 'PUM_ERR_SPOOL_UNREADABLE') {
+      throw new PumError(err.code, `cannot open spool file ${job.spoolPath}: ${err.message}`, { cause: err });
+    }
+    throw err;
   }
   return resultOf(job, answer, started);
 }

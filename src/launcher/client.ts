@@ -1,5 +1,5 @@
-// Runs in: a worker thread of the runner process (one connection per thread,
-// for RUN), and the milter process (one connection, for STAT at RCPT).
+// Runs in: a piscina worker thread (one connection per thread, for RUN), and
+// the milter process (one connection, for STAT at RCPT).
 //
 // One unix-socket connection to the launcher, requests multiplexed by id.
 // The launcher's own failures (FAILED, the connection gone) reject with a
@@ -7,6 +7,7 @@
 // PUM_ERR_LAUNCHER otherwise. Closing the connection makes the launcher kill
 // every run this connection started.
 import net from 'node:net';
+import os from 'node:os';
 import { PumError } from '../errors.js';
 import { decodeAnswer, encodeRun, encodeStat, FrameSplitter, type Answer, type RunRequest, type Subject } from './protocol.js';
 
@@ -20,7 +21,8 @@ interface Pending {
 
 export function failureOf(a: Extract<Answer, { type: 'failed' }>): PumError {
   const code = a.stage === 'spool' ? 'PUM_ERR_SPOOL_UNREADABLE' : 'PUM_ERR_LAUNCHER';
-  return new PumError(code, `launcher: ${a.stage}: ${a.text}${a.errno ? ` (errno ${a.errno})` : ''}`);
+  const name = Object.entries(os.constants.errno).find(([, v]) => v === a.errno)?.[0] ?? `errno ${a.errno}`;
+  return new PumError(code, `launcher: ${a.stage}: ${a.text}${a.errno ? ` (${name})` : ''}`);
 }
 
 export class LauncherConnection {

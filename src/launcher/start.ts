@@ -68,17 +68,23 @@ export function launcherArgs(s: LauncherSettings): string[] {
   return args;
 }
 
-/** The absolute path of bwrap, or '' when it is not installed. */
-export function findBwrap(): string {
-  for (const p of ['/usr/bin/bwrap', '/bin/bwrap', '/usr/local/bin/bwrap']) {
+/** The absolute path of a system tool (never from a user's PATH), or its bare name when it is not installed. */
+export function findTool(name: string): string {
+  for (const dir of ['/usr/bin', '/bin', '/usr/sbin', '/sbin', '/usr/local/bin']) {
     try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
+      fs.accessSync(`${dir}/${name}`, fs.constants.X_OK);
+      return `${dir}/${name}`;
     } catch {
       // next
     }
   }
-  return '';
+  return name;
+}
+
+/** The absolute path of bwrap, or '' when it is not installed. */
+export function findBwrap(): string {
+  const p = findTool('bwrap');
+  return p.startsWith('/') ? p : '';
 }
 
 export function parseReady(line: string): LauncherReady | null {

@@ -1,10 +1,16 @@
-// The Prometheus metrics of contract §6, all prefixed `per_user_milter_`, in
-// a registry of their own (plus prom-client's default process metrics).
-// Label values are pre-initialised so every series exists at 0 from the first
-// scrape: rate() and alerts then work before the first event. Pool gauges
-// are read from a callback at scrape time, never pushed.
+// Runs in: the milter process.
+//
+// The Prometheus metrics of docs/reference.md §6, all prefixed
+// `per_user_milter_`, in a registry of their own (plus prom-client's default
+// process metrics, which describe the milter process only). Label values are
+// pre-initialised so every series exists at 0 from the first scrape: rate()
+// and alerts then work before the first event. Pool gauges and the helper
+// processes' memory and CPU are read at scrape time, never polled or pushed.
+// A `user` label (metrics.perUserLabels) goes on counters only: on a
+// histogram it would cost a dozen series per user and outcome.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { readFileSync } from 'node:fs';
+import { readProcessUsage } from './proc.js';
 import { INTERNAL_REASONS, type InternalReason } from '../errors.js';
 import { OUTCOMES, type Outcome } from '../filter/job.js';
 
@@ -41,11 +47,25 @@ export interface PoolGaugeSource {
   utilization: number;
 }
 
+/** Outcomes of runs that started a process: the only ones whose duration means anything. */
+export const TIMED_OUTCOMES: readonly Outcome[] = OUTCOMES.filter((o) => o !== 'nofilter' && o !== 'unsafe');
+
+/** A process of ours whose memory and CPU are exported, by role: milter, runner, launcher. */
+export interface WatchedProcess {
+  process: string;
+  /** null while it is not running (e.g. between a runner crash and the next job). */
+  pid: number | null;
+}
+
 export interface MetricsOptions {
-  /** `metrics.perUserLabels`: add a `user` label to the filter metrics. */
+  /** `metrics.perUserLabels`: add a `user` label to the filter run counters. */
   perUserLabels: boolean;
   /** Read at every scrape; absent: the pool gauges stay 0. */
   poolStats?: () => PoolGaugeSource;
+  /** `milter.maxConnections`, exported as connections_max so alerts can say "near the limit". */
+  maxConnections?: number;
+  /** Read at every scrape: the processes whose RSS and CPU time are exported with a `process` label. */
+  processes?: () => readonly WatchedProcess[];
   /** prom-client's default process metrics (default true). */
   processMetrics?: boolean;
 }
@@ -57,7 +77,7 @@ export class Metrics {
 
   private readonly messages: Counter<'action'>;
   private readonly filterRuns: Counter<'outcome' | 'user'>;
-  private readonly filterDuration: Histogram<'outcome' | 'user'>;
+  private readonly filterDuration: Histogram<'outcome'>;
   private readonly recipients: Counter<'kind'>;
   private readonly connections: Gauge;
   private readonly spool: Counter;
@@ -88,8 +108,8 @@ export class Metrics {
     });
     this.filterDuration = new Histogram({
       name: `${METRIC_PREFIX}filter_duration_seconds`,
-      help: 'Per-user filter run time in seconds (from start to exit), by outcome',
-      labelNames: [...filterLabels],
+      help: 'Per-user filter run time in seconds (from start to exit), by outcome; only runs that started a process (no nofilter, unsafe)',
+      labelNames: ['outcome'],
       buckets: FILTER_DURATION_BUCKETS,
       registers,
     });
@@ -104,10 +124,16 @@ export class Metrics {
       help: 'Open milter connections',
       registers,
     });
+    const maxConnections = new Gauge({
+      name: `${METRIC_PREFIX}connections_max`,
+      help: 'milter.maxConnections: further connections are tempfailed and closed',
+      registers,
+    });
+    if (options.maxConnections !== undefined) maxConnections.set(options.maxConnections);
     const self = this;
     new Gauge({
       name: `${METRIC_PREFIX}pool_queue_size`,
-      help: 'Filter runs waiting for a worker thread',
+      help: 'Filter runs waiting to start: for a run slot, or for their user\'s turn (filter.maxPerUser)',
       registers,
       collect() {
         this.set(self.poolStats?.().queueSize ?? 0);
@@ -163,6 +189,32 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+    // Each series reads /proc once per scrape; a process that is gone has no series (not a stale value).
+    const usages = () =>
+      (options.processes?.() ?? []).flatMap((p) => {
+        const usage = p.pid === null ? null : readProcessUsage(p.pid);
+        return usage ? [{ labels: { process: p.process }, ...usage }] : [];
+      });
+    new Gauge({
+      name: `${METRIC_PREFIX}process_resident_memory_bytes`,
+      help: "Resident memory of per-user-milter's own processes (milter, runner, launcher), from /proc at scrape time",
+      labelNames: ['process'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of usages()) this.set(u.labels, u.residentBytes);
+      },
+    });
+    new Counter({
+      name: `${METRIC_PREFIX}process_cpu_seconds_total`,
+      help: "User and system CPU time of per-user-milter's own processes (milter, runner, launcher), from /proc at scrape time; a restarted process starts again at 0",
+      labelNames: ['process'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of usages()) this.inc(u.labels, u.cpuSeconds);
+      },
+    });
     new Gauge({
       name: `${METRIC_PREFIX}build_info`,
       help: 'Always 1; the labels say which per-user-milter and which Node.js run',
@@ -183,9 +235,9 @@ export class Metrics {
       for (const outcome of OUTCOMES) {
         this.filterRuns.labels(outcome).inc(0);
         this.rcptFilterRuns.labels(outcome).inc(0);
-        this.filterDuration.zero({ outcome });
       }
     }
+    for (const outcome of TIMED_OUTCOMES) this.filterDuration.zero({ outcome });
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -198,10 +250,10 @@ export class Metrics {
     this.messages.labels(action).inc();
   }
 
+  /** One user's filter run. Its duration is observed only when it started a process: a `nofilter` or `unsafe` at 0 s would pull every quantile down. */
   filterRun(outcome: Outcome, durationMs: number, user = ''): void {
-    const labels = this.perUser ? { outcome, user } : { outcome };
-    this.filterRuns.inc(labels);
-    this.filterDuration.observe(labels, Math.max(0, durationMs) / 1000);
+    this.filterRuns.inc(this.perUser ? { outcome, user } : { outcome });
+    if (TIMED_OUTCOMES.includes(outcome)) this.filterDuration.observe({ outcome }, Math.max(0, durationMs) / 1000);
   }
 
   /** One message answered: its action and the time from end of message to the reply. */
@@ -250,12 +302,15 @@ export class Metrics {
    * Callbacks for the milter server's events (structurally its MilterEvents).
    * A connection refused for maxConnections is reported closed (reason
    * 'refused') without having been reported opened, so it does not move the
-   * gauge.
+   * gauge. A handler step that failed past the application's own handling
+   * was answered with the engine's 451 4.3.0: one of our failures, reason
+   * `other` (an abort() or close() that failed answered nobody).
    */
   milterEvents(): {
     connectionOpened(): void;
     connectionClosed(info: { reason: string }): void;
     protocolError(): void;
+    handlerError(info: { step: string }): void;
   } {
     return {
       connectionOpened: () => this.connectionOpened(),
@@ -263,6 +318,9 @@ export class Metrics {
         if (info.reason !== 'refused') this.connectionClosed();
       },
       protocolError: () => this.protocolError(),
+      handlerError: (info) => {
+        if (info.step !== 'abort' && info.step !== 'close') this.internalError('other');
+      },
     };
   }
 

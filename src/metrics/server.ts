@@ -1,24 +1,14 @@
+// Runs in: the milter process.
+//
 // The /metrics endpoint on `metrics.listen` (`HOST:PORT`, `[::1]:PORT`;
 // empty disables it). Loopback by default: metrics tell who gets mail.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { METRICS_REQUEST_TIMEOUT_MS } from '../timeouts.js';
+import { parseMetricsListen, type ListenAddress } from './listen.js';
 
-export interface ListenAddress {
-  host: string;
-  port: number;
-}
-
-/** Parses `metrics.listen`; null when empty (disabled). Throws on a malformed value. */
-export function parseMetricsListen(spec: string): ListenAddress | null {
-  if (spec === '') return null;
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(spec);
-  const port = Number(m?.[3]);
-  if (!m || port > 65535) throw new Error(`metrics.listen: expected HOST:PORT or [IPv6]:PORT, got ${JSON.stringify(spec)}`);
-  const host = m[1] ?? m[2] ?? '';
-  return { host: host === '' ? '127.0.0.1' : host, port };
-}
+export { parseMetricsListen, type ListenAddress } from './listen.js';
 
 export class MetricsServer {
   private server: http.Server | null = null;

@@ -1,22 +1,18 @@
+// Runs in: every process (pure).
+//
 // The verdict of one message (contract §5): the local users' filter outcomes
 // and the non-local recipients vote; the message is rejected or tempfailed
 // only when nobody votes accept. Pure: no I/O.
 import type { Outcome } from '../filter/job.js';
+import type { Config } from '../config/schema.js';
 import { combinedReply, OVERSIZE_REPLY } from './reply.js';
 
 export type Action = 'accept' | 'reject' | 'tempfail';
 export type Vote = 'accept' | 'reject' | 'tempfail';
 
 /** The policy-relevant configuration (`policy.*` and `filter.onError`). */
-export interface PolicySettings {
-  mixed: 'deliver' | 'drop-rejecters' | 'split';
-  nonLocal: 'accept' | 'ignore';
-  dryRun: boolean;
-  oversize: 'accept' | 'reject';
-  rejectReply: string;
-  tempfailReply: string;
-  onError: 'accept' | 'tempfail';
-}
+export type PolicySettings = Pick<Config['policy'], 'mixed' | 'nonLocal' | 'dryRun' | 'oversize' | 'rejectReply' | 'tempfailReply'> &
+  Pick<Config['filter'], 'onError'>;
 
 /** One local user's say in the message. */
 export interface UserVerdict {

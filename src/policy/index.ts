@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // Verdict policy (contract §5): pure functions only.
 export * from './aggregate.js';
 export * from './reply.js';

@@ -1,16 +1,15 @@
-// SMTP reply texts (contract §5.2): how a filter's first output line becomes
-// the reply the MTA hands to the client, and the fixed replies for our own
-// conditions. Pure: no I/O.
+// Runs in: every process (pure).
+//
+// SMTP reply texts (docs/reference.md §5.2): how a filter's first output line
+// becomes the reply the MTA hands to the client, and the fixed replies of
+// policy. Our own failures have theirs in src/errors.ts (errorReply). Pure:
+// no I/O.
 
 /** The verdicts that carry a reply. */
 export type ReplyKind = 'reject' | 'tempfail';
 
 /** `policy.oversize = reject`: the message was not filtered because of its size. */
 export const OVERSIZE_REPLY = '552 5.3.4 Message too big for per-recipient filtering';
-/** Something went wrong inside per-user-milter itself (spool, worker, bug): never the sender's fault. */
-export const INTERNAL_FAILURE_REPLY = '451 4.3.0 Temporary failure in per-recipient filtering, try again later';
-/** The filter pool's queue is full. */
-export const BUSY_REPLY = '451 4.3.2 Per-recipient filters busy, try again later';
 /** `policy.mixed = split`: a further filtered recipient must come in its own transaction. */
 export const SPLIT_REPLY = '452 4.5.3 Try again in a separate transaction';
 

@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // policy.mixed = split (contract §5.4): one transaction carries at most one
 // user whose filter will run, so that user's verdict can be exact for the
 // whole transaction. Further such recipients get 452 4.5.3 at RCPT and the

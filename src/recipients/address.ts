@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // Envelope address parsing: the RCPT argument as the MTA sent it
 // (`<Alice+lists@Example.ORG>`), and the user name part of `{rcpt_addr}`.
 // Pure: no I/O.

@@ -1,4 +1,6 @@
-// Is this RCPT a local user, and which one? (contract §3 `recipients.*`, §5)
+// Runs in: the milter process.
+//
+// Is this RCPT a local user, and which one? (docs/reference.md §3 `recipients.*`, §5)
 //
 // Order: the recipient map first; then local if `{rcpt_mailer}` is one of
 // `recipients.localMailers` or the domain is one of `recipients.localDomains`.
@@ -6,18 +8,16 @@
 // `user@domain` as given; Sendmail: the bare local user after its aliasing),
 // else from the RCPT argument; the extension is cut at the delimiter and the
 // name lower-cased. A name that does not resolve to an account at or above
-// `users.minUid` (never root) makes the recipient non-local.
+// `users.minUid` (never root) makes the recipient non-local; a lookup that
+// fails with an error (PUM_ERR_USER_LOOKUP from the resolver) is thrown on,
+// never taken for "no such user".
+import type { Config } from '../config/schema.js';
 import type { UserAccount } from '../users/user.js';
 import { isPlausibleUserName, parseAddress, rcptAddrUser, splitExtension } from './address.js';
 import { RecipientMap } from './map.js';
 
 /** `recipients.*` of the configuration. */
-export interface RecipientSettings {
-  localMailers: readonly string[];
-  localDomains: readonly string[];
-  delimiter: string;
-  map: string;
-}
+export type RecipientSettings = Pick<Config['recipients'], 'localMailers' | 'localDomains' | 'delimiter' | 'map'>;
 
 /** What the classifier needs from the user resolver (src/users/resolve.ts). */
 export interface UserLookup {
@@ -74,14 +74,14 @@ export class RecipientClassifier {
     this.map = map;
   }
 
-  /** Builds a classifier, reading `recipients.map` if set (throws RecipientMapError). */
+  /** Builds a classifier, reading `recipients.map` if set (throws PumError PUM_ERR_TABLE). */
   static async create(opts: ClassifierOptions): Promise<RecipientClassifier> {
     return new RecipientClassifier(opts, await RecipientMap.load(opts.recipients.map));
   }
 
   /**
    * Re-reads the map and takes the new settings (SIGHUP). On error (throws
-   * RecipientMapError) the previous map and settings stay in force.
+   * PumError PUM_ERR_TABLE) the previous map and settings stay in force.
    */
   async reload(opts: ClassifierOptions): Promise<void> {
     this.map = await RecipientMap.load(opts.recipients.map);

@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // Recipient classification: RCPT -> local user or not (contract §3, §5).
 export * from './address.js';
 export * from './classify.js';

@@ -1,15 +1,12 @@
+// Runs in: the milter process.
+//
 // The optional recipient map (`recipients.map`): `address-or-localpart
 // username` per line, `#` comments, blank lines ignored. Keys are compared
-// case-insensitively. Loaded at start and on reload; a bad line is an error
-// naming the file and line, so a reload can keep the previous map.
+// case-insensitively. Loaded at start and on reload; a bad line or an
+// unreadable file is PUM_ERR_TABLE naming the file and line, so a reload can
+// keep the previous map.
 import fs from 'node:fs/promises';
-
-export class RecipientMapError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'RecipientMapError';
-  }
-}
+import { PumError } from '../errors.js';
 
 export class RecipientMap {
   private constructor(private readonly entries: ReadonlyMap<string, string>) {}
@@ -25,7 +22,7 @@ export class RecipientMap {
       if (line === '') continue;
       const fields = line.split(/\s+/);
       if (fields.length !== 2) {
-        throw new RecipientMapError(`${source}:${i + 1}: expected "address-or-localpart username", got ${JSON.stringify(raw)}`);
+        throw new PumError('PUM_ERR_TABLE', `${source}:${i + 1}: expected "address-or-localpart username", got ${JSON.stringify(raw)}`);
       }
       const [key = '', user = ''] = fields;
       entries.set(key.toLowerCase(), user);
@@ -40,7 +37,7 @@ export class RecipientMap {
     try {
       text = await fs.readFile(file, 'utf8');
     } catch (err) {
-      throw new RecipientMapError(`${file}: ${(err as Error).message}`);
+      throw new PumError('PUM_ERR_TABLE', `${file}: ${(err as Error).message}`, { cause: err });
     }
     return RecipientMap.parse(text, file);
   }

@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // The recipients of one transaction (MAIL .. EOM/ABORT). A user reached
 // through two addresses (alias, extension) is asked once, with the first
 // address as their RECIPIENT, but every RCPT string that reached them is kept

@@ -1,27 +1,18 @@
 // Runs in: the runner process (main thread).
 //
 // The filter pool: piscina 5 worker threads, each running filters through
-// workers/filter-worker.js. A full queue rejects at once (PoolFullError), so
-// the message is tempfailed ("4.3.2 busy") instead of hanging.
+// workers/filter-worker.js. It neither queues on purpose nor refuses: the
+// milter's RunnerClient (src/runner/client.ts) decides what runs when, and
+// never hands over more jobs than the pool has run slots (threads x
+// concurrency).
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import { fromSerialized } from '../errors.js';
+import { fromSerialized, PumError } from '../errors.js';
 import { isWorkerError, type FilterJob, type FilterResult, type WorkerAnswer } from '../filter/job.js';
-
-/** The queue already holds `maxQueue` filter runs. Code PUM_ERR_POOL_FULL. */
-export class PoolFullError extends Error {
-  readonly code = 'PUM_ERR_POOL_FULL';
-  constructor(readonly maxQueue: number) {
-    super(`filter pool queue is full (${maxQueue} waiting)`);
-    this.name = 'PoolFullError';
-  }
-}
 
 export interface FilterPoolOptions {
   /** Worker threads (config pool.threads). */
   threads: number;
-  /** Filter runs allowed to wait beyond the running ones (config pool.maxQueue); 0 = none. */
-  maxQueue: number;
   /** The compiled worker; default dist/workers/filter-worker.js beside this file's tree. */
   workerFile?: string;
   /**
@@ -44,6 +35,9 @@ export interface PoolStats {
   running: number;
 }
 
+/** Filter runs one worker thread keeps in flight unless told otherwise. */
+export const DEFAULT_CONCURRENCY = 4;
+
 export function defaultWorkerFile(): string {
   // dist/src/runner/pool.js -> dist/workers/filter-worker.js
   return fileURLToPath(new URL('../../workers/filter-worker.js', import.meta.url));
@@ -51,23 +45,22 @@ export function defaultWorkerFile(): string {
 
 export class FilterPool {
   readonly #piscina: Piscina<FilterJob, WorkerAnswer>;
-  readonly #maxQueue: number;
   #inFlight = 0;
   #closed = false;
 
   constructor(opts: FilterPoolOptions) {
     if (!Number.isInteger(opts.threads) || opts.threads < 1) throw new RangeError('FilterPool: threads must be a positive integer');
-    if (!Number.isInteger(opts.maxQueue) || opts.maxQueue < 0) throw new RangeError('FilterPool: maxQueue must be an integer >= 0');
-    const concurrency = opts.concurrency ?? 4;
+    const concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('FilterPool: concurrency must be a positive integer');
     if (opts.setUmask !== false) process.umask(0o077);
-    this.#maxQueue = opts.maxQueue;
     this.#piscina = new Piscina<FilterJob, WorkerAnswer>({
       filename: opts.workerFile ?? defaultWorkerFile(),
       name: 'default',
       minThreads: opts.threads,
       maxThreads: opts.threads,
-      maxQueue: opts.maxQueue,
+      // Unbounded: admission is the milter's (pool.maxQueue, per message). A
+      // job waits here only while a thread is still starting.
+      maxQueue: Infinity,
       concurrentTasksPerWorker: concurrency,
       // Tasks are asynchronous (they wait for a child process): the worker's
       // event loop must keep running between messages.
@@ -76,27 +69,21 @@ export class FilterPool {
     });
   }
 
-  /** Runs one job on a worker thread. Rejects with PoolFullError at once when the queue is at its limit. */
+  /**
+   * Runs one job on a worker thread. Our own failures reject with a PumError
+   * whose code came across the thread boundary intact (spool unreadable,
+   * launcher); a worker that crashed rejects with whatever piscina gives.
+   */
   async run(job: FilterJob): Promise<FilterResult> {
-    if (this.#closed) throw new Error('FilterPool is closed');
-    if (this.#piscina.queueSize >= this.#maxQueue && this.#running() >= this.#capacity()) {
-      throw new PoolFullError(this.#maxQueue);
-    }
+    if (this.#closed) throw new PumError('PUM_ERR_RUNNER_GONE', 'filter pool is closed');
     this.#inFlight++;
     try {
       const answer = await this.#piscina.run(job);
       if (isWorkerError(answer)) throw fromSerialized(answer.error);
       return answer;
-    } catch (err) {
-      if (err instanceof Error && /queue is at limit/i.test(err.message)) throw new PoolFullError(this.#maxQueue);
-      throw err;
     } finally {
       this.#inFlight--;
     }
-  }
-
-  #capacity(): number {
-    return this.#piscina.maxThreads * this.#piscina.options.concurrentTasksPerWorker;
   }
 
   #running(): number {

@@ -1,15 +1,19 @@
-// Runs in: both ends (pure).
+// Runs in: the milter process and the runner process (pure).
 //
 // The line protocol between the milter process and its filter runner process
 // (src/runner/client.ts, workers/runner-process.ts): one JSON object per
 // line over the runner's standard input and output. Pure: no I/O.
+import type { SerializedError } from '../errors.js';
 import type { FilterJob, FilterResult } from '../filter/job.js';
 
 /** Milter -> runner. */
 export type Request = { id: number; job: FilterJob };
 
-/** Runner -> milter: the result of job `id`, or why it has none. */
-export type Answer = { id: number; result: FilterResult } | { id: number; error: { message: string; code?: string } };
+/**
+ * Runner -> milter: the result of job `id`, or the failure of ours that
+ * stopped it (src/errors.ts: the code survives, fromSerialized() reads it).
+ */
+export type Answer = { id: number; result: FilterResult } | { id: number; error: SerializedError };
 
 /** Runner -> milter, once, when its pool is up. */
 export type Ready = { ready: true };

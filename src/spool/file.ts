@@ -1,12 +1,17 @@
+// Runs in: the milter process.
+//
 // One spooled message: a 0600 file with a random name, created with O_EXCL,
-// written as the filter's message form (contract §4) while the MTA sends the
-// message, never held in memory. Writes wait for the file stream to drain, so
-// a slow disk slows the milter connection instead of growing the heap.
+// written as the filter's message form (docs/reference.md §4) while the MTA
+// sends the message, never held in memory. Writes wait for the file stream to
+// drain, so a slow disk slows the milter connection instead of growing the
+// heap. A write that fails (ENOSPC, EIO, EDQUOT) is PUM_ERR_SPOOL_WRITE: the
+// message is tempfailed 451 4.3.1 and the MTA keeps it.
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import { constants as C } from 'node:fs';
 import type { WriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
+import { PumError } from '../errors.js';
 import { eolOf, LineEndingConverter, type LineEndings } from './line-endings.js';
 import { headerLine, returnPathLine, toBuffer, type Bytes } from './header.js';
 
@@ -42,7 +47,7 @@ export class SpoolFile {
     this.converter = new LineEndingConverter(options.lineEndings);
     this.stream = handle.createWriteStream();
     this.stream.on('error', (err) => {
-      this.streamError ??= err;
+      this.streamError ??= spoolWriteError(path, err);
     });
   }
 
@@ -68,7 +73,7 @@ export class SpoolFile {
 
   /** One header from a milter HEADER packet (name without colon, value as sent). */
   async header(name: string, value: Bytes): Promise<void> {
-    if (!this.inHeaders) throw new Error('spool: header after end of headers');
+    if (!this.inHeaders) throw new PumError('PUM_ERR_INTERNAL', 'spool: header after end of headers');
     const raw = toBuffer(value);
     // As the MTA counts it: name, colon, space (unless already there), value, CRLF.
     const size = name.length + 1 + (this.options.headerLeadingSpace ? 0 : 1) + raw.length + 2;
@@ -111,7 +116,7 @@ export class SpoolFile {
     } catch (err) {
       // remove() cut the stream short on purpose (shutdown): not a failure.
       if (this.removal) return;
-      throw err;
+      throw this.streamError ?? spoolWriteError(this.path, err);
     }
     this.stream = null;
     if (this.streamError) throw this.streamError;
@@ -136,18 +141,24 @@ export class SpoolFile {
   /** Counts `messageSize` toward the limit, then writes `data` unless the message is already oversize. */
   private async put(data: Buffer, messageSize: number): Promise<void> {
     if (this.streamError) throw this.streamError;
-    if (this.removal) throw new Error(`spool: ${this.path} already removed`);
+    if (this.removal) throw new PumError('PUM_ERR_INTERNAL', `spool: ${this.path} already removed`);
     this._messageBytes += messageSize;
     if (this._messageBytes > this.options.maxMessageBytes) this._oversize = true;
     if (this._oversize || data.length === 0) return;
     const stream = this.stream;
-    if (stream === null) throw new Error(`spool: ${this.path} already closed`);
+    if (stream === null) throw new PumError('PUM_ERR_INTERNAL', `spool: ${this.path} already closed`);
     this._bytesWritten += data.length;
     if (!stream.write(data)) {
       await drainOrClose(stream);
       if (this.streamError) throw this.streamError;
     }
   }
+}
+
+/** A failed create, write or close of a spool file: our failure, the message is tempfailed (451 4.3.1). */
+export function spoolWriteError(file: string, err: unknown): PumError {
+  const e = err as NodeJS.ErrnoException;
+  return new PumError('PUM_ERR_SPOOL_WRITE', `cannot write spool file ${file}: ${e?.code ?? e?.message ?? String(err)}`, { cause: err });
 }
 
 /** Waits for 'drain', or for the stream to close (error, removal), leaving no listeners behind. */

@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // One header line of the message form (contract §4), from a milter HEADER
 // packet: the name (without colon) and the value. Folded headers arrive with
 // their lines joined by LF (or CRLF) + white space and are written back

@@ -1,3 +1,5 @@
+// Runs in: every process (pure).
+//
 // Streaming line-ending conversion for message bodies. The MTA sends the body
 // with CRLF, cut into chunks at arbitrary places (even between CR and LF);
 // the filter gets `filter.lineEndings`. Only a CR that ends a chunk is held

@@ -1,3 +1,5 @@
+// Runs in: its own process (`per-user-milter try`).
+//
 // Spools a whole RFC 5322 message (a file or standard input, for `try`) into
 // exactly the form the milter produces from HEADER/BODY packets, so a filter
 // sees the same bytes either way. The header is split into (name, value)

@@ -1,3 +1,5 @@
+// Runs in: the milter process.
+//
 // The spool directory (`spool.dir`) and the registry of its open files.
 // The directory is ours alone (0700, owned by the milter's uid): filters,
 // which run as other users, cannot open a spooled message; they read it
@@ -6,12 +8,13 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { SpoolFile, SPOOL_OPEN_FLAGS, type SpoolFileOptions } from './file.js';
+import { SpoolFile, SPOOL_OPEN_FLAGS, spoolWriteError, type SpoolFileOptions } from './file.js';
 
 /** Spool file names: `msg-` + 24 hex digits. Only these are ever deleted as stale. */
 const FILE_PREFIX = 'msg-';
 const STALE_FILE = /^msg-[0-9a-f]{24}$/;
 
+/** spool.dir is unusable at start: start-up configuration, not a message failure (serve exits, check-config says so). */
 export class SpoolDirError extends Error {
   constructor(message: string) {
     super(message);
@@ -64,7 +67,12 @@ export class Spool {
    */
   async create(sender: string, options: SpoolFileOptions): Promise<SpoolFile> {
     const file = path.join(this.dir, FILE_PREFIX + crypto.randomBytes(12).toString('hex'));
-    const handle = await fs.open(file, SPOOL_OPEN_FLAGS, 0o600);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, SPOOL_OPEN_FLAGS, 0o600);
+    } catch (err) {
+      throw spoolWriteError(file, err);
+    }
     const spoolFile = new SpoolFile(file, handle, options, (f) => this.files.delete(f));
     this.files.add(spoolFile);
     try {

@@ -1,16 +1,32 @@
+// Runs in: the milter process (and `try`).
+//
 // User lookup: NSS (`getent passwd`, `getent initgroups`, so LDAP/sssd users
 // work) or a passwd(5)-format file. Results, negative ones too, are cached for
 // a short time: a message to ten recipients must not cost twenty execs.
+//
+// "No such user" and "the directory failed" are kept apart: getent's exit 2
+// is the first, any other failure (getent broken or timed out, the passwd
+// file unreadable) is PUM_ERR_USER_LOOKUP, which tempfails the recipient
+// (451 4.3.0) instead of treating a real user as not local. Failures are not
+// cached: the MTA's retry asks again.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { PumError } from '../errors.js';
 import { USER_CACHE_TTL_MS, USER_LOOKUP_TIMEOUT_MS } from '../timeouts.js';
 import type { UserAccount } from './user.js';
 
 export interface UserResolver {
-  /** The account, or null: no such user, root, uid below minUid, or a name we refuse to look up. */
+  /**
+   * The account, or null: no such user, root, uid below minUid, or a name we
+   * refuse to look up. Rejects with PumError PUM_ERR_USER_LOOKUP when the
+   * directory fails.
+   */
   lookup(name: string): Promise<UserAccount | null>;
 }
+
+/** What one directory lookup came to (user_lookups_total{result}). */
+export type LookupResult = 'found' | 'unknown' | 'error';
 
 export interface UserResolverOptions {
   /** '' = NSS through getent; else a passwd(5)-format file (groups from a group(5) file named `group` beside it, if present). */
@@ -20,6 +36,8 @@ export interface UserResolverOptions {
   ttlMs?: number;
   /** For tests: the clock. */
   now?: () => number;
+  /** Told the result of every lookup that reached the directory (cache hits are not lookups). */
+  onLookup?: (result: LookupResult) => void;
 }
 
 export const DEFAULT_USER_TTL_MS = USER_CACHE_TTL_MS;
@@ -71,7 +89,9 @@ function run(cmd: string, args: string[]): Promise<{ code: number; stdout: strin
 async function nssLookup(name: string): Promise<UserAccount | null> {
   const pw = await run('getent', ['passwd', name]);
   if (pw.code === 2) return null; // not found
-  if (pw.code !== 0) throw new Error(`getent passwd ${name} failed (exit ${pw.code})`);
+  if (pw.code !== 0) {
+    throw new PumError('PUM_ERR_USER_LOOKUP', pw.code === -1 ? `getent passwd ${name} failed to run or timed out` : `getent passwd ${name} failed (exit ${pw.code})`);
+  }
   const acct = parsePasswdLine(pw.stdout.split('\n')[0] ?? '');
   if (!acct || acct.name !== name) return null;
   // `getent initgroups NAME` prints "NAME  gid gid ..." (the supplementary
@@ -106,7 +126,12 @@ export function createUserResolver(opts: UserResolverOptions): UserResolver {
     const m = mtimeOf(opts.passwdFile);
     const gm = mtimeOf(groupFile);
     if (!db || db.mtimeMs !== m || db.groupMtimeMs !== gm) {
-      const text = await fs.promises.readFile(opts.passwdFile, 'utf8');
+      let text: string;
+      try {
+        text = await fs.promises.readFile(opts.passwdFile, 'utf8');
+      } catch (err) {
+        throw new PumError('PUM_ERR_USER_LOOKUP', `cannot read users.passwdFile ${opts.passwdFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+      }
       let groupText = '';
       try {
         groupText = await fs.promises.readFile(groupFile, 'utf8');
@@ -126,7 +151,14 @@ export function createUserResolver(opts: UserResolverOptions): UserResolver {
   }
 
   async function uncached(name: string): Promise<UserAccount | null> {
-    const acct = opts.passwdFile === '' ? await nssLookup(name) : await fileLookup(name);
+    let acct: UserAccount | null;
+    try {
+      acct = opts.passwdFile === '' ? await nssLookup(name) : await fileLookup(name);
+    } catch (err) {
+      opts.onLookup?.('error');
+      throw err instanceof PumError ? err : new PumError('PUM_ERR_USER_LOOKUP', `looking up ${name}: ${(err as Error).message}`, { cause: err });
+    }
+    opts.onLookup?.(acct ? 'found' : 'unknown');
     if (!acct || acct.uid === 0 || acct.uid < opts.minUid) return null;
     return acct;
   }

@@ -1,3 +1,5 @@
+// Runs in: every process (types only).
+
 /** A local account, as NSS or a passwd file describes it. Plain data: it crosses into worker threads. */
 export interface UserAccount {
   name: string;

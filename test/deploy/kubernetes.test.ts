@@ -23,6 +23,7 @@ type Obj = Record<string, any>;
 const MODELS: Record<string, { apiVersion: string; module: string; name: string }> = {
   ConfigMap: { apiVersion: 'v1', module: 'kubernetes-models/v1/ConfigMap', name: 'ConfigMap' },
   Service: { apiVersion: 'v1', module: 'kubernetes-models/v1/Service', name: 'Service' },
+  NetworkPolicy: { apiVersion: 'networking.k8s.io/v1', module: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy', name: 'NetworkPolicy' },
   Deployment: { apiVersion: 'apps/v1', module: 'kubernetes-models/apps/v1/Deployment', name: 'Deployment' },
   PodDisruptionBudget: { apiVersion: 'policy/v1', module: 'kubernetes-models/policy/v1/PodDisruptionBudget', name: 'PodDisruptionBudget' },
   HorizontalPodAutoscaler: { apiVersion: 'autoscaling/v2', module: 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler', name: 'HorizontalPodAutoscaler' },
@@ -66,7 +67,7 @@ test('every manifest validates against the Kubernetes API schemas (kubernetes-mo
   const ms = await loadManifests(t);
   if (!ms) return;
   const kinds = ms.map((m) => m.doc.kind as string).filter((k) => k !== 'Kustomization').sort();
-  assert.deepEqual(kinds, ['ConfigMap', 'ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget', 'PodMonitor', 'PrometheusRule', 'Service']);
+  assert.deepEqual(kinds, ['ConfigMap', 'ConfigMap', 'Deployment', 'HorizontalPodAutoscaler', 'NetworkPolicy', 'PodDisruptionBudget', 'PodMonitor', 'PrometheusRule', 'Service']);
   for (const { file, doc } of ms) {
     if (doc.kind === 'Kustomization') continue;
     const model = MODELS[doc.kind as string];
@@ -213,7 +214,7 @@ test('the HPA scales the Deployment on pool utilisation served by prometheus-ada
   assert.equal(hpa.spec.metrics.length, 1);
   const metric = hpa.spec.metrics[0];
   assert.equal(metric.type, 'Pods');
-  assert.equal(metric.pods.metric.name, 'per_user_milter_pool_utilization', 'contract §6 gauge');
+  assert.equal(metric.pods.metric.name, 'per_user_milter_pool_utilization', 'docs/reference.md §6 gauge');
   assert.equal(metric.pods.target.type, 'AverageValue');
   assert.ok(hpa.spec.minReplicas > only(ms, 'PodDisruptionBudget').spec.maxUnavailable, 'min replicas leave pods during a disruption');
   assert.ok(hpa.spec.maxReplicas > hpa.spec.minReplicas);
@@ -243,13 +244,16 @@ test('kustomization.yaml lists every manifest', async (t) => {
   assert.deepEqual([...(k.resources as string[])].sort(), files);
 });
 
-test('the Containerfile builds a Debian + Node.js 20 image with setpriv, bwrap, NSS for sssd, and serve as its command', () => {
+test('the Containerfile builds a Debian + Node.js LTS image with setpriv, bwrap, NSS for sssd, and serve as its command', () => {
   const text = readDeploy('kubernetes/Containerfile');
   const stages = [...text.matchAll(/^FROM\s+(\S+)(?:\s+AS\s+(\S+))?\s*$/gim)].map((m) => ({ image: m[1] ?? '', name: m[2] ?? '' }));
   assert.ok(stages.length >= 2);
-  for (const s of stages) assert.match(s.image, /(node:20-bookworm|debian:bookworm)/, `Debian-based: ${s.image}`);
+  for (const s of stages) assert.match(s.image, /(node:(22|24|26)-bookworm|debian:bookworm)/, `Debian-based, a supported Node.js line: ${s.image}`);
+  assert.doesNotMatch(text, /node:(1\d|20|21|23|25)\b/, 'no end-of-life or odd-numbered Node.js line');
   const last = stages.at(-1)!;
-  assert.match(last.image, /node:20-/, 'the default (last) stage is the milter on Node.js 20');
+  assert.match(last.image, /node:(22|24|26)-/, 'the default (last) stage is the milter on a Node.js LTS line');
+  // The build and the runtime stage use the same Node.js.
+  assert.equal(stages.find((x) => x.name === 'build')?.image, last.image);
   const runtime = text.slice(text.lastIndexOf('FROM '));
   for (const pkg of ['util-linux', 'bubblewrap', 'libnss-sss', 'tini']) assert.match(runtime, new RegExp(`\\b${pkg}\\b`), `installs ${pkg}`);
   assert.match(runtime, /passwd:\s+files sss/);
@@ -290,4 +294,41 @@ test("the pod's securityContext (uid 0, the launcher's five capabilities, no_new
     '',
   ].join('\n');
   await filtersRunAsTheirUsers(t, { unitText, sandbox, portFrom: 25430, prefix: 'pumops-k8s' });
+});
+
+test('the NetworkPolicy admits only the MTA pods to the milter port and only Prometheus to the metrics port', async (t) => {
+  const ms = await loadManifests(t);
+  if (!ms) return;
+  const pod = only(ms, 'Deployment').spec.template;
+  const podLabels = pod.metadata.labels as Record<string, string>;
+  const np = only(ms, 'NetworkPolicy');
+  assert.ok(selects(np.spec.podSelector.matchLabels, podLabels), 'it applies to the milter pods');
+  // Ingress listed: everything not admitted below is denied. Egress is not
+  // restricted (filters talk to spamd, DNS, LDAP).
+  assert.deepEqual(np.spec.policyTypes, ['Ingress']);
+  const milter = (pod.spec.containers as Obj[]).find((c) => c.name === 'milter');
+  const portNames = new Set((milter?.ports as Obj[]).map((p) => p.name as string));
+  const rules = np.spec.ingress as Obj[];
+  assert.equal(rules.length, 2);
+  const byPort = new Map<string, Obj>();
+  for (const r of rules) {
+    assert.ok(Array.isArray(r.from) && r.from.length > 0, 'every rule names who may connect (no open rule)');
+    assert.equal(r.ports.length, 1, 'one port per rule');
+    const port = r.ports[0];
+    assert.ok(portNames.has(port.port), `port ${port.port} is a named container port`);
+    assert.equal(port.protocol, 'TCP');
+    byPort.set(port.port, r);
+    for (const peer of r.from as Obj[]) {
+      assert.equal(peer.ipBlock, undefined, 'no address ranges');
+      assert.ok(Object.keys(peer.podSelector?.matchLabels ?? {}).length > 0, 'a pod selector with labels, never all pods');
+    }
+  }
+  assert.deepEqual([...byPort.keys()].sort(), ['metrics', 'milter']);
+  const mta = byPort.get('milter')!.from as Obj[];
+  assert.deepEqual(mta.map((p) => p.podSelector.matchLabels), [{ 'per-user-milter.io/mta': 'true' }]);
+  const prom = byPort.get('metrics')!.from as Obj[];
+  assert.deepEqual(prom.map((p) => p.podSelector.matchLabels), [{ 'app.kubernetes.io/name': 'prometheus' }]);
+  assert.deepEqual(prom[0]?.namespaceSelector?.matchLabels, { 'kubernetes.io/metadata.name': 'monitoring' });
+  // The MTA label does not select the milter itself, nor Prometheus.
+  assert.ok(!selects(mta[0]?.podSelector.matchLabels, podLabels));
 });

@@ -1,6 +1,6 @@
 // deploy/prometheus: promtool accepts the scrape config and the rules, the
 // rules' unit tests pass and cover every alert, every metric the alerts and
-// the dashboard use exists (contract §6), and a real Prometheus scraping a
+// the dashboard use exists (docs/reference.md §6), and a real Prometheus scraping a
 // running `serve` through a short load stores exactly the counts of what the
 // load did.
 import { test } from 'node:test';
@@ -16,22 +16,26 @@ import {
 
 const PROM = path.join(DEPLOY, 'prometheus');
 
-/** Contract §6 names (without the prefix) and the series they produce. */
+/** docs/reference.md §6 names (without the prefix) and the series they produce. */
 const CONTRACT_METRICS = [
   'messages_total', 'filter_runs_total', 'filter_duration_seconds', 'recipients_total', 'connections_active',
   'pool_queue_size', 'pool_utilization', 'spool_bytes_total', 'protocol_errors_total',
+  'message_duration_seconds', 'internal_errors_total', 'rcpt_filter_runs_total', 'user_lookups_total', 'skipped_total', 'build_info',
+  // beyond docs/reference.md §6: the limit beside connections_active, and our helper processes
+  'connections_max', 'process_resident_memory_bytes', 'process_cpu_seconds_total',
 ];
 const KNOWN_SERIES = new Set([
   ...CONTRACT_METRICS.map((m) => `per_user_milter_${m}`),
-  ...['bucket', 'sum', 'count'].map((s) => `per_user_milter_filter_duration_seconds_${s}`),
+  ...['bucket', 'sum', 'count'].flatMap((s) => [`per_user_milter_filter_duration_seconds_${s}`, `per_user_milter_message_duration_seconds_${s}`]),
   'up', 'ALERTS',
   // prom-client default metrics the dashboard shows
-  'process_resident_memory_bytes', 'process_cpu_seconds_total', 'nodejs_eventloop_lag_p99_seconds',
+  'nodejs_eventloop_lag_p99_seconds',
 ]);
 
 const PROMQL_WORDS = new Set([
   'sum', 'by', 'without', 'rate', 'increase', 'histogram_quantile', 'min_over_time', 'max_over_time', 'avg_over_time', 'avg', 'max', 'min',
   'absent', 'and', 'or', 'unless', 'on', 'ignoring', 'label_values', 'humanizePercentage', 'humanizeDuration', 'printf', 'offset', 'bool',
+  'group_left', 'group_right', 'topk', 'count',
 ]);
 
 /** Metric names in a PromQL expression: identifiers that are not functions, keywords, label names or strings. */
@@ -82,7 +86,7 @@ test('promtool test rules: alerts.test.yml passes and makes every alert fire at 
   }
 });
 
-test('alerts and dashboard use only metrics that exist (contract §6, prom-client defaults)', async (t) => {
+test('alerts and dashboard use only metrics that exist (docs/reference.md §6, prom-client defaults)', async (t) => {
   const YAML = await optionalImport(t, 'yaml');
   if (!YAML) return;
   const exprs: string[] = [];
@@ -128,13 +132,59 @@ test('the Grafana dashboard is well-formed and every panel query is valid PromQL
   const rules = {
     groups: [{
       name: 'dashboard',
-      rules: queries.map((q, i) => ({ record: `dashboard:query_${i}`, expr: q.replaceAll('$__rate_interval', '5m').replaceAll('$instance', '.*') })),
+      rules: queries.map((q, i) => ({ record: `dashboard:query_${i}`, expr: q.replaceAll('$__rate_interval', '5m').replaceAll('$__range', '6h').replaceAll('$instance', '.*') })),
     }],
   };
   const file = path.join(tmpDir(t, 'dash'), 'dashboard-queries.yml');
   fs.writeFileSync(file, JSON.stringify(rules, null, 2));
   const r = spawnSync('promtool', ['check', 'rules', file], { encoding: 'utf8' });
   assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+});
+
+type Panel = {
+  id: number; type: string; title: string;
+  fieldConfig?: { defaults?: { unit?: string; min?: number; max?: number; thresholds?: { mode: string; steps: Array<{ color: string; value: number | null }> } } };
+  targets?: Array<{ expr: string; format?: string; instant?: boolean }>;
+};
+
+test('dashboard thresholds mean something: tempfail 1%/5%, pool 0.7/0.9, gauges 0..1, no red throughput', () => {
+  const dash = JSON.parse(readDeploy('prometheus/grafana-dashboard.json')) as { panels: Panel[] };
+  const byTitle = (t: string): Panel => {
+    const p = dash.panels.find((x) => x.title === t);
+    assert.ok(p, `panel ${t}`);
+    return p;
+  };
+  const steps = (p: Panel): Array<number | null> => p.fieldConfig?.defaults?.thresholds?.steps.map((x) => x.value) ?? [];
+  // Grafana's default for a panel without thresholds is "red at 80": every stat and gauge says what it means.
+  for (const p of dash.panels.filter((x) => x.type === 'stat' || x.type === 'gauge')) {
+    assert.equal(p.fieldConfig?.defaults?.thresholds?.mode, 'absolute', `${p.title}: explicit thresholds`);
+    assert.ok(!steps(p).includes(80), `${p.title}: Grafana's default 80`);
+    if (p.fieldConfig?.defaults?.unit === 'percentunit') {
+      assert.equal(p.fieldConfig.defaults.min, 0, `${p.title}: min 0`);
+      assert.equal(p.fieldConfig.defaults.max, 1, `${p.title}: max 1`);
+    }
+  }
+  assert.deepEqual(steps(byTitle('Tempfail ratio')), [null, 0.01, 0.05]);
+  assert.deepEqual(steps(byTitle('Pool utilization')), [null, 0.7, 0.9]);
+  assert.deepEqual(steps(byTitle('Messages / s')), [null], 'a throughput has no bad value');
+  // Connections against milter.maxConnections, as the alert sees them.
+  assert.match(byTitle('Connections / maxConnections').targets?.[0]?.expr ?? '', /connections_active.*\/ on \(job, instance\) per_user_milter_connections_max/);
+});
+
+test('dashboard: a per-user top-k of broken filters, a version panel, the runner and launcher processes', () => {
+  const dash = JSON.parse(readDeploy('prometheus/grafana-dashboard.json')) as { panels: Panel[] };
+  const topk = dash.panels.find((p) => p.type === 'table' && (p.targets?.[0]?.expr ?? '').startsWith('topk('));
+  assert.ok(topk, 'a top-k table');
+  const q = topk.targets?.[0];
+  assert.match(q?.expr ?? '', /sum by \(user, outcome\) \(increase\(per_user_milter_filter_runs_total\{.*outcome=~"unsafe\|error\|timeout"\}\[\$__range\]\)\)/);
+  assert.equal(q?.instant, true);
+  assert.equal(q?.format, 'table');
+  const version = dash.panels.find((p) => (p.targets ?? []).some((x) => x.expr.includes('per_user_milter_build_info')));
+  assert.ok(version && /count by \(version, node\)/.test(version.targets?.[0]?.expr ?? ''), 'versions from build_info');
+  for (const m of ['per_user_milter_process_resident_memory_bytes', 'per_user_milter_process_cpu_seconds_total']) {
+    const p = dash.panels.find((x) => (x.targets ?? []).some((t) => t.expr.includes(m)));
+    assert.ok(p && p.targets?.some((t) => /\{\{process\}\}/.test((t as { legendFormat?: string }).legendFormat ?? '')), `${m} by process`);
+  }
 });
 
 // ---- a real Prometheus scraping a real serve -------------------------------
@@ -277,10 +327,30 @@ test('a real Prometheus scrapes serve during a load and stores what the load did
   assert.equal(protocolErrors[0]?.value[1], '0', 'probe connections are not protocol errors');
   const spooled = await query(base, 'per_user_milter_spool_bytes_total{job="per-user-milter"}');
   assert.ok(Number(spooled[0]?.value[1]) > 0, 'spool bytes counted');
+  // The series this round adds, scraped and stored.
+  const internal = await byLabel(base, 'per_user_milter_internal_errors_total{job="per-user-milter"}', 'reason');
+  assert.deepEqual(internal, { spool: 0, launcher: 0, runner: 0, lookup: 0, pool_full: 0, other: 0 });
+  const lookups = await byLabel(base, 'per_user_milter_user_lookups_total{job="per-user-milter"}', 'result');
+  assert.deepEqual(Object.keys(lookups).sort(), ['error', 'found', 'unknown']);
+  assert.equal(lookups.error, 0);
+  const skipped = await byLabel(base, 'per_user_milter_skipped_total{job="per-user-milter"}', 'reason');
+  assert.deepEqual(Object.keys(skipped).sort(), ['authenticated', 'trusted']);
+  const durations = await byLabel(base, 'per_user_milter_message_duration_seconds_count{job="per-user-milter"}', 'action');
+  assert.deepEqual(Object.keys(durations).sort(), ['accept', 'reject', 'tempfail']);
+  const rcptRuns = await byLabel(base, 'per_user_milter_rcpt_filter_runs_total{job="per-user-milter"}', 'outcome');
+  assert.equal(Object.keys(rcptRuns).length, 7);
+  const build = await query(base, 'per_user_milter_build_info{job="per-user-milter"}');
+  const pkg = JSON.parse(fs.readFileSync(path.join(DEPLOY, '..', 'package.json'), 'utf8')) as { version: string };
+  assert.deepEqual(build.map((b) => [b.metric.version, b.metric.node, b.value[1]]), [[pkg.version, process.version, '1']]);
+  assert.equal((await query(base, 'per_user_milter_connections_max{job="per-user-milter"}'))[0]?.value[1], '256');
+  const rss = await byLabel(base, 'per_user_milter_process_resident_memory_bytes{job="per-user-milter"}', 'process');
+  assert.ok((rss.milter ?? 0) > 10_000_000 && (rss.runner ?? 0) > 10_000_000, `milter and runner RSS: ${JSON.stringify(rss)}`);
+  const cpu = await byLabel(base, 'per_user_milter_process_cpu_seconds_total{job="per-user-milter"}', 'process');
+  assert.ok((cpu.runner ?? 0) > 0, `the runner used CPU for ${plan.length} filter runs: ${JSON.stringify(cpu)}`);
   // The shipped rules loaded and evaluate cleanly against real series.
   const rules = JSON.parse((await httpGet(`${base}/api/v1/rules`)).body) as { data: { groups: Array<{ rules: Array<{ name: string; health: string; lastError?: string }> }> } };
   const loaded = rules.data.groups.flatMap((g) => g.rules);
-  assert.equal(loaded.length, 8);
+  assert.equal(loaded.length, 13);
   await waitFor('rules evaluated', 15_000, async () => {
     const r = JSON.parse((await httpGet(`${base}/api/v1/rules`)).body) as typeof rules;
     const all = r.data.groups.flatMap((g) => g.rules);

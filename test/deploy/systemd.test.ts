@@ -64,6 +64,10 @@ test('the unit starts serve as root with only the launcher\'s capabilities, no_n
   assert.notEqual(one(u, 'MemoryDenyWriteExecute'), 'yes', 'V8 needs W+X pages');
   assert.equal(one(u, 'PrivateTmp'), 'yes');
   assert.equal(one(u, 'StandardOutput'), 'journal');
+  // Logs like a mail daemon: facility mail, our name, a priority per line.
+  assert.equal(one(u, 'SyslogFacility'), 'mail');
+  assert.equal(one(u, 'SyslogIdentifier'), 'per-user-milter');
+  assert.equal(one(u, 'SyslogLevelPrefix'), 'yes');
   // Graceful stop: longer than the default filter.timeout (30 s) plus 2 s.
   assert.ok(parseInt(one(u, 'TimeoutStopSec') ?? '0', 10) > 32);
   assert.equal(one(u, 'KillSignal'), 'SIGTERM');

@@ -15,3 +15,12 @@ export function childrenOf(ppid: number): number[] {
   }
   return out;
 }
+
+/** Whether `pid` is the native launcher (serve's other child, beside the runner process). */
+export function isLauncher(pid: number): boolean {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/exe`).endsWith('/per-user-milter-launcher');
+  } catch {
+    return false;
+  }
+}

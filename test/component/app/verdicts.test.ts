@@ -406,7 +406,15 @@ describe('check-config', () => {
   });
 
   it('accepts the example configuration and prints the effective one', () => {
-    const out = execFileSync(process.execPath, ['dist/src/main.js', 'check-config', '--config', 'deploy/config.example.json', '--policy.mixed', 'split'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    // check-config also checks that the socket's directory exists: the example's
+    // (inside Postfix's chroot) is made by tmpfiles.d, so point it at one that exists.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pumcfg-'));
+    let out: string;
+    try {
+      out = execFileSync(process.execPath, ['dist/src/main.js', 'check-config', '--config', 'deploy/config.example.json', '--policy.mixed', 'split', '--milter.listen', `unix:${dir}/milter.sock`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+    }
     const config = JSON.parse(out) as { policy: { mixed: string }; milter: { listen: string } };
     assert.equal(config.policy.mixed, 'split', 'command line beats the file');
     assert.match(config.milter.listen, /^unix:/);

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { parseConfigText } from '../../../src/config/load.js';
 import { schema } from '../../../src/config/schema.js';
 import { parseMainCf, POSTFIX_SNIPPET, repoRoot, SENDMAIL_SNIPPET } from '../harness/index.js';
 
@@ -44,7 +45,9 @@ describe('deploy/postfix/main.cf', () => {
   });
 
   it('the socket is the one deploy/config.example.json listens on, seen from the chrooted smtpd', () => {
-    const example = JSON.parse(readFileSync(path.join(repoRoot, 'deploy/config.example.json'), 'utf8')) as { milter?: { listen?: string } };
+    const exampleFile = path.join(repoRoot, 'deploy/config.example.json');
+    // JSON with comments, read as the milter reads it.
+    const example = parseConfigText(readFileSync(exampleFile, 'utf8'), exampleFile) as { milter?: { listen?: string } };
     const listen = example.milter?.listen ?? '';
     const milters = cf.get('smtpd_milters') ?? '';
     if (listen.startsWith('unix:/var/spool/postfix/')) {

@@ -135,7 +135,7 @@ describe('our failures through serve: 451 4.3.x, never a user\'s verdict', () =>
   });
 
   for (const [what, script, expect] of [
-    ['missing', null, /did not|could not start|ENOENT|exited/],
+    ['missing', null, /launcher .* is not built/],
     ['replaced by `exit 1`', '#!/bin/sh\nexit 1\n', /exited with status 1 before it was ready/],
     ['replaced by one that says nothing and exits 0', '#!/bin/sh\nexit 0\n', /exited with status 0 before it was ready/],
   ] as const) {
@@ -148,7 +148,6 @@ describe('our failures through serve: 451 4.3.x, never a user\'s verdict', () =>
       const s = await startAsUnit(t, [], { PER_USER_MILTER_LAUNCHER: fake }, false);
       await waitUntil('serve to exit', () => !isAlive(s.serve.child.pid as number), 30_000);
       assert.equal(s.serve.child.exitCode, 1, s.serve.output());
-      assert.match(s.serve.output(), /cannot start: .*launcher/);
       assert.match(s.serve.output(), expect);
       assert.equal(await canConnect(s.port), false, 'never listened');
     });

@@ -1,16 +1,18 @@
 // RunnerClient for real: the piscina pool in a runner process of its own.
 // Jobs go there and back as JSON lines, filters are the launcher's children
-// (neither the milter's nor the runner's), a full queue rejects at once, a
-// dead runner fails only the jobs it held and is replaced, and when the
-// milter dies the runner exits and the launcher kills what it still ran.
+// (neither the milter's nor the runner's), a message is refused at once when runs already wait
+// beyond pool.maxQueue, one user's runs are held to maxPerUser while others
+// go ahead, a dead runner fails only the jobs it held (PUM_ERR_RUNNER_GONE)
+// and is replaced, our own failures in the worker keep their code, and when
+// the milter dies the runner exits and the launcher kills what it still ran.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import { PoolFullError } from '../../../src/runner/pool.js';
-import { RunnerGoneError, RunnerClient } from '../../../src/runner/client.js';
+import { PumError, type PumErrorCode } from '../../../src/errors.js';
+import { RunnerClient } from '../../../src/runner/client.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
 import { isAlive, waitUntil } from '../../support/wait.js';
 import { launcherBuilt, makeWorld, settle, type World } from './world.js';
@@ -28,6 +30,10 @@ before(async () => {
 after(async () => {
   await w?.cleanup();
 });
+
+function isPumError(code: PumErrorCode, message?: RegExp): (err: unknown) => boolean {
+  return (err: unknown) => err instanceof PumError && err.code === code && (message === undefined || message.test(err.message));
+}
 
 function needs(t: TestContext): boolean {
   return lacksRoot(t) || (!launcherBuilt() && lacksCommand(t, 'per-user-milter-launcher-is-not-built', 'gcc make (npm ci builds native/)'));
@@ -66,21 +72,29 @@ describe('RunnerClient', () => {
     }
   });
 
-  test('a full queue rejects at once with PoolFullError; stats() shows running and queued', async (t) => {
+  test('pool.maxQueue admits whole messages: refused at once (PUM_ERR_POOL_FULL) while runs wait beyond it, never for its own many runs', async (t) => {
     if (needs(t)) return;
-    const runner = new RunnerClient({ threads: 1, maxQueue: 1, concurrency: 1 });
+    const runner = new RunnerClient({ threads: 1, maxQueue: 0, concurrency: 1 });
     try {
       w.install(w.users.a, 'sleeper');
+      w.install(w.users.b, 'trivial');
       const job = () => w.job(w.users.a, w.message(), { timeout: 1000 });
       const first = runner.run(job());
+      // Nothing waits yet: the second message is admitted, and waits for the one slot.
       const second = runner.run(job());
       assert.deepEqual(runner.stats(), { queueSize: 1, running: 1, threads: 1, utilization: 1 });
       const t0 = performance.now();
-      await assert.rejects(runner.run(job()), (err: unknown) => err instanceof PoolFullError && err.code === 'PUM_ERR_POOL_FULL');
-      assert.ok(performance.now() - t0 < 100, 'rejected immediately');
+      await assert.rejects(runner.run(w.job(w.users.b, w.message())), isPumError('PUM_ERR_POOL_FULL', /1 filter runs already waiting \(pool\.maxQueue 0\)/));
+      assert.throws(() => runner.runMessage([w.job(w.users.b, w.message()), w.job(w.users.b, w.message())]), isPumError('PUM_ERR_POOL_FULL'));
+      assert.ok(performance.now() - t0 < 100, 'refused immediately');
+      assert.equal(runner.stats().queueSize, 1, 'a refused message queues nothing');
       const [a, b] = await Promise.all([first, second]);
       assert.equal(a.outcome, 'timeout');
       assert.equal(b.outcome, 'timeout');
+      // Nothing waits now: a message with five runs (five times the slots) is admitted whole and answered.
+      const many = runner.runMessage(Array.from({ length: 5 }, () => w.job(w.users.b, w.message())));
+      assert.equal(runner.stats().queueSize, 4);
+      assert.deepEqual((await Promise.all(many)).map((r) => r.outcome), ['accept', 'accept', 'accept', 'accept', 'accept']);
       assert.equal(runner.stats().queueSize, 0);
       assert.deepEqual(await settle(w, w.users.a.uid), []);
     } finally {
@@ -88,7 +102,42 @@ describe('RunnerClient', () => {
     }
   });
 
-  test('a runner that dies fails only the jobs it held (RunnerGoneError), says so, and the next job starts a new one', async (t) => {
+  test('maxPerUser: a user at the limit waits in order while another user goes ahead', async (t) => {
+    if (needs(t)) return;
+    const runner = new RunnerClient({ threads: 1, maxQueue: 10, concurrency: 2, maxPerUser: 1 });
+    try {
+      w.install(w.users.a, 'nap');
+      w.install(w.users.b, 'nap');
+      const done: string[] = [];
+      const track = (name: string, p: Promise<unknown>) => p.then(() => void done.push(name));
+      const a1 = track('a1', runner.run(w.job(w.users.a, w.message())));
+      const a2 = track('a2', runner.run(w.job(w.users.a, w.message())));
+      const b1 = track('b1', runner.run(w.job(w.users.b, w.message())));
+      // a1 and b1 hold the two slots; a2 waits for a's turn although b came later.
+      assert.deepEqual(runner.stats(), { queueSize: 1, running: 2, threads: 1, utilization: 1 });
+      await Promise.all([a1, a2, b1]);
+      assert.equal(done[2], 'a2', `a's second run ends last: ${done.join(' ')}`);
+    } finally {
+      await runner.close();
+    }
+  });
+
+  test('our own failure inside the worker crosses both boundaries with its code: the spool file gone -> PUM_ERR_SPOOL_UNREADABLE', async (t) => {
+    if (needs(t)) return;
+    const runner = new RunnerClient({ threads: 1, maxQueue: 1 });
+    try {
+      w.install(w.users.a, 'trivial');
+      const gone = w.message();
+      fs.rmSync(gone);
+      await assert.rejects(runner.run(w.job(w.users.a, gone)), isPumError('PUM_ERR_SPOOL_UNREADABLE', /ENOENT/));
+      // The runner is fine afterwards.
+      assert.equal((await runner.run(w.job(w.users.a, w.message()))).outcome, 'accept');
+    } finally {
+      await runner.close();
+    }
+  });
+
+  test('a runner that dies fails only the jobs it held (PUM_ERR_RUNNER_GONE), says so, and the next job starts a new one', async (t) => {
     if (needs(t)) return;
     const exits: Array<[string, number]> = [];
     const runner = new RunnerClient({ threads: 1, maxQueue: 5, onUnexpectedExit: (how, n) => exits.push([how, n]) });
@@ -98,7 +147,7 @@ describe('RunnerClient', () => {
       const firstPid = runner.pid as number;
       await waitUntil('the filter to start', () => w.processesOf(w.users.b.uid).length > 0);
       process.kill(firstPid, 'SIGKILL');
-      await assert.rejects(held, (err: unknown) => err instanceof RunnerGoneError && /killed by SIGKILL/.test(err.message));
+      await assert.rejects(held, isPumError('PUM_ERR_RUNNER_GONE', /killed by SIGKILL/));
       assert.deepEqual(exits, [['killed by SIGKILL', 1]]);
       // The dead runner's connections closed: the launcher ended its run, background child and all.
       assert.deepEqual(await settle(w, w.users.b.uid, 3000), []);
@@ -153,7 +202,7 @@ describe('RunnerClient', () => {
     await runner.close();
     assert.equal((await job).outcome, 'accept');
     assert.equal(isAlive(pid), false);
-    await assert.rejects(runner.run(w.job(w.users.a, w.message())), /closed/);
+    await assert.rejects(runner.run(w.job(w.users.a, w.message())), isPumError('PUM_ERR_RUNNER_GONE', /closed/));
   });
 
   test('ready() resolves once the pool is up; a runner that ends first rejects it', async () => {
@@ -165,7 +214,7 @@ describe('RunnerClient', () => {
     }
     const exits: string[] = [];
     const bad = new RunnerClient({ threads: 1, maxQueue: 1, entry: path.join(RUNNER_FIXTURES, 'exits.mjs'), onUnexpectedExit: (how) => exits.push(how) });
-    await assert.rejects(bad.ready(), (err: unknown) => err instanceof RunnerGoneError && /exited with status 3/.test(err.message));
+    await assert.rejects(bad.ready(), isPumError('PUM_ERR_RUNNER_GONE', /exited with status 3/));
     assert.deepEqual(exits, ['exited with status 3']);
     await bad.destroy();
   });
@@ -179,7 +228,7 @@ describe('RunnerClient', () => {
       const job = { spoolPath: '/nonexistent', user: { name: 'x', uid: 61049, gid: 61049, groups: [], home: '/nonexistent', shell: '/bin/sh' }, envelope: {} as never, settings: { path: '~/.user-milter', timeout: 100, sandbox: 'setpriv' as const, limits: { cpuSeconds: 1, memoryBytes: 1 << 20, processes: 1, fileSizeBytes: 1, outputBytes: 1 }, exitCodes: { reject: [1], tempfail: [75] } } };
       const t0 = performance.now();
       // Bound: timeout 100 + kill grace 2000 + abandon 500 + slack 200 ms.
-      await assert.rejects(runner.run(job), (err: unknown) => err instanceof RunnerGoneError && /gave no answer within 2800 ms/.test(err.message));
+      await assert.rejects(runner.run(job), isPumError('PUM_ERR_RUNNER_GONE', /gave no answer within 2800 ms/));
       assert.ok(performance.now() - t0 >= 2700, 'not before the bound');
       await waitUntil('the stuck runner to be killed', () => exits.length === 1);
       assert.deepEqual(exits, ['killed by SIGKILL']);
@@ -193,5 +242,6 @@ describe('RunnerClient', () => {
   test('bad options are refused with the option named', () => {
     assert.throws(() => new RunnerClient({ threads: 0, maxQueue: 1 }), /threads/);
     assert.throws(() => new RunnerClient({ threads: 1, maxQueue: -1 }), /maxQueue/);
+    assert.throws(() => new RunnerClient({ threads: 1, maxQueue: 1, maxPerUser: 0 }), /maxPerUser/);
   });
 });

@@ -8,6 +8,9 @@ test('parseTryArgs: own options, config keys, one FILE', () => {
     user: 'alice',
     sender: 's@x',
     recipient: undefined,
+    clientAddress: undefined,
+    helo: undefined,
+    saslUsername: undefined,
     file: 'msg.eml',
     configFile: '/etc/c.json',
     keyArgs: ['--filter.timeout=5000'],
@@ -15,6 +18,8 @@ test('parseTryArgs: own options, config keys, one FILE', () => {
   assert.equal(parseTryArgs(['--user', 'a', '-']).file, '-');
   assert.equal(parseTryArgs(['--user', 'a', '--recipient', 'a+x@h']).recipient, 'a+x@h');
   assert.equal(parseTryArgs(['--user', 'a']).file, undefined);
+  const client = parseTryArgs(['--user', 'a', '--client-address', '2001:db8::25', '--helo=mx.example.net', '--sasl-username', 'a@example.org']);
+  assert.deepEqual([client.clientAddress, client.helo, client.saslUsername], ['2001:db8::25', 'mx.example.net', 'a@example.org']);
 });
 
 test('parseTryArgs: usage errors', () => {
@@ -23,4 +28,6 @@ test('parseTryArgs: usage errors', () => {
   assert.throws(() => parseTryArgs(['--user', 'a', '-x']), /unknown option -x/);
   assert.throws(() => parseTryArgs(['--user', 'a', '--nope', '1']), /unknown option --nope/);
   assert.throws(() => parseTryArgs(['--user']), /needs a value/);
+  assert.throws(() => parseTryArgs(['--user', 'a', '--client-address', 'mx.example.net']), /--client-address wants an IPv4 or IPv6 address/);
+  assert.throws(() => parseTryArgs(['--user', 'a', '--helo']), /needs a value/);
 });

@@ -14,7 +14,7 @@ const TRY_MODULE = fileURLToPath(new URL('../../../src/cli/try.js', import.meta.
 const MAIN = fileURLToPath(new URL('../../../src/main.js', import.meta.url));
 const isRoot = process.getuid?.() === 0;
 
-const USERS = { accept: 62001, reject: 62002, tempfail: 62003, echo: 62004, none: 62005, crash: 62006 } as const;
+const USERS = { accept: 62001, reject: 62002, tempfail: 62003, echo: 62004, none: 62005, crash: 62006, client: 62007 } as const;
 type Who = keyof typeof USERS;
 const name = (who: Who) => `pumtry-${who}`;
 
@@ -25,6 +25,7 @@ const FILTERS: Partial<Record<Who, string>> = {
   // The environment and the first two lines of the message, as the reply text and output.
   echo: 'first=$(head -n 2 | tr "\\n" "|")\necho "R=$RECIPIENT S=$SENDER L=$LOCAL E=$EXTENSION D=$DOMAIN U=$USER $first"\nid -u\nexit 1',
   crash: 'cat >/dev/null\nexit 3',
+  client: 'cat >/dev/null\necho "A=$CLIENT_ADDRESS H=$CLIENT_HELO S=$SASL_USERNAME"\nexit 1',
 };
 
 let base = '';
@@ -145,6 +146,15 @@ test('standard input, the milter message form and environment, as the user', (t)
       'Return-Path: <boss@example.org>|Subject: from stdin|',
   );
   assert.match(r.stdout, new RegExp(`^  ${USERS.echo}$`, 'm'), 'ran as the user');
+});
+
+test('--client-address, --helo and --sasl-username reach the filter as CLIENT_ADDRESS, CLIENT_HELO, SASL_USERNAME', (t) => {
+  if (needs(t)) return;
+  const r = runTry(['--user', name('client'), '--client-address', '192.0.2.25', '--helo', 'mx.example.net', '--sasl-username', 'alice@example.org', message()]);
+  assert.equal(r.status, 1, r.stdout + r.stderr);
+  assert.equal(field(r.stdout, 'filter text'), 'A=192.0.2.25 H=mx.example.net S=alice@example.org');
+  const none = runTry(['--user', name('client'), message()]);
+  assert.equal(field(none.stdout, 'filter text'), 'A= H= S=', 'without the options: empty, as for a local submission');
 });
 
 test('defaults: RECIPIENT NAME@localhost, sender from the message Return-Path', (t) => {

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createMetrics, MetricsServer, parseMetricsListen, type Metrics } from '../../../src/metrics/index.js';
+import { parseProcessUsage, readProcessUsage } from '../../../src/metrics/proc.js';
 
 async function scrape(port: number, host = '127.0.0.1', path = '/metrics'): Promise<{ status: number; type: string | null; body: string }> {
   const res = await fetch(`http://${host.includes(':') ? `[${host}]` : host}:${port}${path}`);
@@ -44,7 +46,9 @@ test('every contract metric is exposed with its type, labelled series at 0', asy
     }
     for (const outcome of ['accept', 'reject', 'tempfail', 'nofilter', 'unsafe', 'error', 'timeout']) {
       assert.equal(sample(body, `per_user_milter_filter_runs_total{outcome="${outcome}"}`), 0, outcome);
-      assert.equal(sample(body, `per_user_milter_filter_duration_seconds_count{outcome="${outcome}"}`), 0, outcome);
+      // Durations exist only for runs that start a process.
+      const timed = outcome !== 'nofilter' && outcome !== 'unsafe';
+      assert.equal(sample(body, `per_user_milter_filter_duration_seconds_count{outcome="${outcome}"}`), timed ? 0 : undefined, outcome);
     }
     assert.equal(sample(body, 'per_user_milter_recipients_total{kind="local"}'), 0);
     assert.equal(sample(body, 'per_user_milter_recipients_total{kind="nonlocal"}'), 0);
@@ -60,7 +64,7 @@ test('every contract metric is exposed with its type, labelled series at 0', asy
 
 test('events move the right series', async () => {
   let pool = { queueSize: 7, utilization: 0.25 };
-  const metrics = createMetrics({ perUserLabels: false, poolStats: () => pool, processMetrics: false });
+  const metrics = createMetrics({ perUserLabels: false, poolStats: () => pool, processMetrics: false, maxConnections: 256 });
   metrics.message('reject');
   metrics.message('accept');
   metrics.message('accept');
@@ -86,6 +90,7 @@ test('events move the right series', async () => {
     assert.equal(sample(body, 'per_user_milter_filter_duration_seconds_bucket{le="30",outcome="timeout"}'), 1);
     assert.equal(sample(body, 'per_user_milter_recipients_total{kind="nonlocal"}'), 2);
     assert.equal(sample(body, 'per_user_milter_connections_active'), 1);
+    assert.equal(sample(body, 'per_user_milter_connections_max'), 256);
     assert.equal(sample(body, 'per_user_milter_spool_bytes_total'), 1234);
     assert.equal(sample(body, 'per_user_milter_protocol_errors_total'), 1);
     assert.equal(sample(body, 'per_user_milter_pool_queue_size'), 7);
@@ -101,15 +106,69 @@ test('events move the right series', async () => {
   }
 });
 
-test('metrics.perUserLabels adds a user label to the filter metrics only', async () => {
+test('metrics.perUserLabels adds a user label to the run counters only, never to a histogram', async () => {
   const metrics = createMetrics({ perUserLabels: true, processMetrics: false });
   metrics.filterRun('accept', 5, 'alice');
   metrics.filterRun('accept', 7, 'alice');
+  metrics.filterRun('reject', 9, 'bob');
+  metrics.rcptFilterRun('tempfail', 'carol');
   metrics.message('accept');
   const body = await metrics.text();
   assert.equal(sample(body, 'per_user_milter_filter_runs_total{outcome="accept",user="alice"}'), 2);
-  assert.equal(sample(body, 'per_user_milter_filter_duration_seconds_count{outcome="accept",user="alice"}'), 2);
+  assert.equal(sample(body, 'per_user_milter_filter_runs_total{outcome="reject",user="bob"}'), 1);
+  assert.equal(sample(body, 'per_user_milter_rcpt_filter_runs_total{outcome="tempfail",user="carol"}'), 1);
+  assert.equal(sample(body, 'per_user_milter_filter_duration_seconds_count{outcome="accept"}'), 2);
   assert.equal(sample(body, 'per_user_milter_messages_total{action="accept"}'), 1);
+  const userLines = body.split('\n').filter((l) => l.includes('user="'));
+  assert.ok(userLines.length > 0);
+  for (const l of userLines) assert.match(l, /^per_user_milter_(rcpt_)?filter_runs_total\{/, `user label outside the run counters: ${l}`);
+});
+
+test('runs that started no process (nofilter, unsafe) are counted but not timed', async () => {
+  const metrics = createMetrics({ perUserLabels: false, processMetrics: false });
+  for (let i = 0; i < 99; i++) metrics.filterRun('nofilter', 0);
+  metrics.filterRun('unsafe', 1);
+  metrics.filterRun('accept', 20_000);
+  const body = await metrics.text();
+  assert.equal(sample(body, 'per_user_milter_filter_runs_total{outcome="nofilter"}'), 99);
+  assert.equal(sample(body, 'per_user_milter_filter_runs_total{outcome="unsafe"}'), 1);
+  assert.ok(!body.includes('per_user_milter_filter_duration_seconds_count{outcome="nofilter"}'));
+  assert.ok(!body.includes('per_user_milter_filter_duration_seconds_count{outcome="unsafe"}'));
+  // So the only timed run is the slow one: every quantile above 10 s can see it.
+  const counts = body.split('\n').filter((l) => l.startsWith('per_user_milter_filter_duration_seconds_count'));
+  assert.equal(counts.reduce((n, l) => n + Number(l.split(' ')[1]), 0), 1);
+  assert.equal(sample(body, 'per_user_milter_filter_duration_seconds_bucket{le="10",outcome="accept"}'), 0);
+  assert.equal(sample(body, 'per_user_milter_filter_duration_seconds_bucket{le="20",outcome="accept"}'), 1);
+});
+
+test('the helper processes: RSS and CPU read from /proc at scrape time, by process', async (t) => {
+  // A stand-in runner: 64 MiB resident, then 300 ms of its own CPU time, then it says so.
+  const script = 'const a = Buffer.alloc(64 << 20, 1); let x = 0; while (process.cpuUsage().user < 300_000) x += a[x % a.length]; console.log("ready"); setInterval(() => {}, 1000);';
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+  t.after(() => child.kill('SIGKILL'));
+  await new Promise((resolve) => child.stdout.once('data', resolve));
+  let runnerPid: number | null = child.pid ?? null;
+  const metrics = createMetrics({ perUserLabels: false, processMetrics: false, processes: () => [{ process: 'milter', pid: process.pid }, { process: 'runner', pid: runnerPid }] });
+  let body = await metrics.text();
+  const rss = sample(body, 'per_user_milter_process_resident_memory_bytes{process="runner"}') ?? 0;
+  assert.ok(rss > 64 << 20, `runner RSS ${rss} holds its 64 MiB buffer`);
+  const cpu = sample(body, 'per_user_milter_process_cpu_seconds_total{process="runner"}') ?? 0;
+  assert.ok(cpu >= 0.25, `runner CPU ${cpu} s after 300 ms of CPU`);
+  assert.ok((sample(body, 'per_user_milter_process_resident_memory_bytes{process="milter"}') ?? 0) > 0);
+  assert.ok(body.includes('# TYPE per_user_milter_process_cpu_seconds_total counter'));
+  // Gone: no series (not a stale value).
+  runnerPid = null;
+  body = await metrics.text();
+  assert.equal(sample(body, 'per_user_milter_process_resident_memory_bytes{process="runner"}'), undefined);
+  assert.equal(sample(body, 'per_user_milter_process_cpu_seconds_total{process="runner"}'), undefined);
+  assert.equal(readProcessUsage(2 ** 22 + 12345), null);
+});
+
+test('parseProcessUsage: VmRSS in kB, utime + stime in ticks, a command name with ") " in it', () => {
+  const stat = '4242 (evil) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 1000 200';
+  assert.deepEqual(parseProcessUsage('Name:\tx\nVmRSS:\t   2048 kB\n', stat), { residentBytes: 2048 * 1024, cpuSeconds: 3 });
+  assert.equal(parseProcessUsage('Name:\tx\n', stat), null, 'a kernel thread has no VmRSS');
+  assert.equal(parseProcessUsage('VmRSS: 1 kB', '1 (x) S 1'), null);
 });
 
 test('/metrics only: other paths 404, other methods 405, HEAD has no body', async () => {

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import { ERROR_CODES, errorReply, fromSerialized, PumError, type PumErrorCode } from '../../../src/errors.js';
 import type { FilterJob, FilterResult } from '../../../src/filter/job.js';
 import { encodeLine, LineSplitter, parseAnswer, parseRequest } from '../../../src/runner/wire.js';
 
@@ -26,8 +27,32 @@ test('a request with newlines in its strings is one line and comes back equal', 
 
 test('answers: a result or an error', () => {
   assert.deepEqual(parseAnswer(encodeLine({ id: 1, result }).trim()), { id: 1, result });
-  const err = { id: 2, error: { message: 'queue full', code: 'PUM_ERR_POOL_FULL' } };
+  const err = { id: 2, error: { message: 'cannot open spool file /s/m1: ENOENT', code: 'PUM_ERR_SPOOL_UNREADABLE' as const } };
   assert.deepEqual(parseAnswer(encodeLine(err).trim()), err);
+});
+
+test('every error code survives the line protocol: PumError -> JSON line -> PumError, same code, message and reply', () => {
+  for (const code of Object.keys(ERROR_CODES) as PumErrorCode[]) {
+    const sent = new PumError(code, `what failed: ${code}\nsecond line`);
+    const line = encodeLine({ id: 9, error: sent.toJSON() });
+    assert.equal(line.indexOf('\n'), line.length - 1, 'one line');
+    const answer = parseAnswer(line.trim());
+    assert.ok(answer && 'error' in answer, code);
+    const back = fromSerialized(answer.error);
+    assert.ok(back instanceof PumError);
+    assert.equal(back.code, code);
+    assert.equal(back.message, sent.message);
+    assert.equal(back.reason, sent.reason);
+    assert.deepEqual(errorReply(back.code), errorReply(code));
+  }
+});
+
+test('an answer with an unknown or missing code is read as PUM_ERR_INTERNAL, never dropped', () => {
+  for (const error of [{ message: 'x', code: 'PUM_ERR_NEW_KIND' }, { message: 'x' }]) {
+    const answer = parseAnswer(JSON.stringify({ id: 3, error }));
+    assert.ok(answer && 'error' in answer);
+    assert.equal(fromSerialized(answer.error).code, 'PUM_ERR_INTERNAL');
+  }
 });
 
 test('anything else is not an answer or a request: stray output, partial or foreign JSON', () => {

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { prepareSpoolDir, Spool, SpoolDirError } from '../../../src/spool/spool.js';
+import { PumError } from '../../../src/errors.js';
 import { spoolRawMessage } from '../../../src/spool/raw.js';
 import type { SpoolFileOptions } from '../../../src/spool/file.js';
 
@@ -231,7 +232,7 @@ test('remove() during close() (shutdown) is not an error', async () => {
   }
 });
 
-test('a write error (disk full) rejects the write', async (t) => {
+test('a write error (disk full) rejects the write with PUM_ERR_SPOOL_WRITE (451 4.3.1)', async (t) => {
   if (!fs.existsSync('/dev/full')) return t.skip('no /dev/full');
   const dir = tempDir();
   try {
@@ -244,10 +245,21 @@ test('a write error (disk full) rejects the write', async (t) => {
         for (let i = 0; i < 100; i++) await full.write(Buffer.alloc(64 * 1024, 0x61));
         await full.close();
       })(),
-      /ENOSPC/,
+      (err: unknown) => err instanceof PumError && err.code === 'PUM_ERR_SPOOL_WRITE' && /ENOSPC/.test(err.message),
     );
     await full.remove(); // unlinking a path that does not exist is fine
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a spool file that cannot be created is PUM_ERR_SPOOL_WRITE, naming the file and the errno', async () => {
+  const dir = tempDir();
+  const { spool } = await Spool.open(dir);
+  fs.rmSync(dir, { recursive: true, force: true });
+  await assert.rejects(
+    spool.create('s@x', LF),
+    (err: unknown) => err instanceof PumError && err.code === 'PUM_ERR_SPOOL_WRITE' && /msg-[0-9a-f]{24}: ENOENT/.test(err.message),
+  );
+  assert.equal(spool.openFiles, 0);
 });

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { createUserResolver, groupsFromGroupFile, isPlausibleUserName, parsePasswdLine } from '../../../src/users/resolve.js';
+import { PumError } from '../../../src/errors.js';
+import { createUserResolver, groupsFromGroupFile, isPlausibleUserName, parsePasswdLine, type LookupResult } from '../../../src/users/resolve.js';
 
 function tmpdir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'pum-users-'));
@@ -98,10 +99,44 @@ test('answers, negative ones too, are cached for ttlMs, then looked up again', a
   }
 });
 
-test('an unreadable passwd file rejects (the caller tempfails) and is not cached', async () => {
-  const r = createUserResolver({ passwdFile: '/nonexistent/pum/passwd', minUid: 1000 });
-  await assert.rejects(r.lookup('alice'), /ENOENT/);
-  await assert.rejects(r.lookup('alice'), /ENOENT/);
+test('an unreadable passwd file rejects with PUM_ERR_USER_LOOKUP (the caller tempfails), is not cached, and is counted as an error', async () => {
+  const dir = tmpdir();
+  try {
+    const file = path.join(dir, 'passwd');
+    const results: LookupResult[] = [];
+    const r = createUserResolver({ passwdFile: file, minUid: 1000, onLookup: (x) => results.push(x) });
+    const lookupError = (err: unknown) => err instanceof PumError && err.code === 'PUM_ERR_USER_LOOKUP' && /ENOENT/.test(err.message);
+    await assert.rejects(r.lookup('alice'), lookupError);
+    await assert.rejects(r.lookup('alice'), lookupError);
+    // A directory where the file should be: an error too, never "no such user".
+    fs.mkdirSync(file);
+    await assert.rejects(r.lookup('alice'), (err: unknown) => err instanceof PumError && err.code === 'PUM_ERR_USER_LOOKUP' && /EISDIR/.test(err.message));
+    fs.rmdirSync(file);
+    // Back: found, and the failures were not cached.
+    fs.writeFileSync(file, PASSWD);
+    assert.equal((await r.lookup('alice'))?.uid, 1001);
+    assert.deepEqual(results, ['error', 'error', 'error', 'found']);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('user_lookups_total results: what the directory said (found, also for an account refused for its uid; unknown), nothing for cache hits or implausible names', async () => {
+  const dir = tmpdir();
+  try {
+    const file = path.join(dir, 'passwd');
+    fs.writeFileSync(file, PASSWD);
+    const results: LookupResult[] = [];
+    const r = createUserResolver({ passwdFile: file, minUid: 1000, onLookup: (x) => results.push(x) });
+    await r.lookup('alice');
+    await r.lookup('alice');
+    await r.lookup('nosuch');
+    await r.lookup('daemon');
+    await r.lookup('1001');
+    assert.deepEqual(results, ['found', 'unknown', 'found']);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('NSS: root is refused, an unknown name is null, nobody (65534) resolves with its groups', async () => {
