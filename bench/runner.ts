@@ -13,9 +13,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { filterPathFor } from '../src/filter/locate.js';
-import { buildLaunch, bwrapArgs, defaultTools, filterEnvironment, prlimitArgs, setprivArgs, systemLayout, type SandboxKind } from '../src/filter/sandbox.js';
+import { filterPathFor } from './lib/chain.js';
+import { buildLaunch, bwrapArgs, defaultTools, filterEnvironment, prlimitArgs, setprivArgs, systemLayout, type SandboxKind } from './lib/chain.js';
 import type { EnvelopeFacts, FilterJob, FilterSettings } from '../src/filter/job.js';
+import { LAUNCHER_SOCKET_ENV } from '../src/filter/run.js';
+import { findBwrap, startLauncher, type RunningLauncher } from '../src/launcher/start.js';
 import { FilterPool } from '../src/runner/pool.js';
 import type { UserAccount } from '../src/users/user.js';
 
@@ -160,7 +162,8 @@ export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<Runner
   const user: UserAccount = privileged
     ? { name: 'pumrun-bench', uid: BENCH_UID, gid: BENCH_UID, groups: [BENCH_UID], home, shell: '/bin/sh' }
     : { name: os.userInfo().username, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, groups: [process.getgid?.() ?? 0], home, shell: '/bin/sh' };
-  const pool = new FilterPool({ threads: opts.threads ?? cpus });
+  let pool: FilterPool | null = null;
+  let launcher: RunningLauncher | null = null;
   try {
     fs.mkdirSync(home, { mode: 0o700 });
     const filter = path.join(home, '.user-milter');
@@ -171,18 +174,28 @@ export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<Runner
     }
     const spool = path.join(base, 'spool');
     fs.mkdirSync(spool, { mode: 0o700 });
-    const messageFile = path.join(spool, 'message');
+    // The launcher's spool names are msg- and 24 hex digits.
+    const messageFile = path.join(spool, 'msg-00000000000000000000bebe');
     const head = 'Return-Path: <sender@client.test>\nFrom: sender@client.test\nTo: bench@example.test\nSubject: bench\n\n';
     const line = 'The quick brown fox jumps over the lazy dog, again and again and again.\n';
     const body = line.repeat(Math.ceil((4096 - head.length) / line.length)).slice(0, 4096 - head.length);
     fs.writeFileSync(messageFile, head + body, { mode: 0o600 });
     const settings: FilterSettings = { path: '~/.user-milter', timeout: 30_000, sandbox, limits: LIMITS, exitCodes: { reject: [1], tempfail: [75] } };
+    // The pool runs filters through the native launcher (the plain loop is the old chain, bench/lib/chain.ts).
+    launcher = await startLauncher({
+      socket: path.join(spool, 'launcher.sock'), spool, clientUid: process.getuid?.() ?? 0, minUid: Math.min(user.uid, BENCH_UID), maxUid: Math.max(user.uid, BENCH_UID),
+      filterPath: '~/.user-milter', rcptPath: '', defaultPath: '', cgroup: 'none', bwrap: findBwrap(),
+    });
+    // Before the pool: worker threads take a copy of the environment when they start.
+    process.env[LAUNCHER_SOCKET_ENV] = path.join(spool, 'launcher.sock');
+    const thePool = new FilterPool({ threads: opts.threads ?? cpus });
+    pool = thePool;
     const job: FilterJob = { spoolPath: messageFile, user, envelope: envelope(user), settings };
     const spec: SpawnLoopSpec = { user, sandbox, messageFile, runs, maxSeconds };
 
     log(`filter runner bench: sandbox ${sandbox}, ${privileged ? 'as root, filter as uid ' + user.uid : 'unprivileged'}, 4096-byte message, trivial filter, ${cpus} CPUs, ${opts.threads ?? cpus} pool threads`);
     // Warm up: worker threads loaded, page cache hot.
-    await runPoolLoop(pool, job, 20, cpus, maxSeconds);
+    await runPoolLoop(thePool, job, 20, cpus, maxSeconds);
     await runSpawnLoop({ ...spec, runs: 20 });
 
     // Plain and pool alternate in rounds, so that both see the same machine
@@ -195,7 +208,7 @@ export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<Runner
       const viaPool: LoopResult[] = [];
       for (let i = 0; i < ROUNDS; i++) {
         plain.push(await runSpawnLoop({ ...spec, runs: per, concurrency: conc, maxSeconds: slice }));
-        viaPool.push(await runPoolLoop(pool, job, per, conc, slice));
+        viaPool.push(await runPoolLoop(thePool, job, per, conc, slice));
       }
       return [merge(plain), merge(viaPool)];
     };
@@ -221,7 +234,8 @@ export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<Runner
     log(`  pool cost: ${result.concurrent.poolCostPercent}% (plain/pool = ${(conPlain.perSecond / conPool.perSecond).toFixed(2)}; target <= 1.30)`);
     return result;
   } finally {
-    await pool.close();
+    await pool?.close();
+    await launcher?.stop();
     fs.rmSync(base, { recursive: true, force: true });
   }
 }

@@ -63,3 +63,6 @@ export const USER_LOOKUP_TIMEOUT_MS = 10_000;
 
 /** The Prometheus endpoint's request and header timeouts: a scrape is small, a slow client must not hold a socket. */
 export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+
+/** The launcher must print its ready line within this after it was started (it only sets up a socket and a cgroup). */
+export const LAUNCHER_READY_MS = 10_000;

@@ -12,10 +12,10 @@
 //
 // Lifecycle: the milter decides. SIGINT/SIGTERM/SIGHUP are ignored (a Ctrl-C
 // or a process-group signal must not kill filters the milter is still
-// draining). End of standard input means the milter closed us or died:
-// filters still running are killed, process group and all, and we exit.
+// draining). End of standard input means the milter closed us or died: we
+// exit, and with us our worker threads' launcher connections, whose runs
+// the launcher then kills (the filters are the launcher's children, never ours).
 import { toPumError } from '../src/errors.js';
-import { childrenOf } from '../src/filter/hunt.js';
 import { RUNNER_EXIT_MS } from '../src/timeouts.js';
 import { FilterPool } from '../src/runner/pool.js';
 import { encodeLine, LineSplitter, parseRequest, type Answer } from '../src/runner/wire.js';
@@ -57,19 +57,6 @@ async function handle(line: string): Promise<void> {
   }
 }
 
-function killRunningFilters(): void {
-  // Our direct children are the filter chains, each leading its own process group (spawned detached).
-  for (const pid of childrenOf(process.pid)) {
-    for (const target of [-pid, pid]) {
-      try {
-        process.kill(target, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
-}
-
 const lines = new LineSplitter();
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (chunk: string) => {
@@ -79,8 +66,9 @@ process.stdin.on('data', (chunk: string) => {
 process.stdout.write(encodeLine({ ready: true }));
 
 process.stdin.on('end', () => {
-  // Nobody is waiting for what still runs: end it now rather than let it run on unowned.
-  if (running > 0) killRunningFilters();
+  // Nobody is waiting for what still runs: exit now; the launcher sees our
+  // connections close and kills their runs.
+  if (running > 0) process.exit(0);
   void pool.close().finally(() => process.exit(0));
   // A worker stuck in a spawn must not keep us alive.
   setTimeout(() => process.exit(0), RUNNER_EXIT_MS).unref();

@@ -1,8 +1,9 @@
 // The milters under test as child processes the harness owns: started with a
 // PID we keep, waited for until their socket accepts, stopped by that PID.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -134,11 +135,31 @@ export interface PumSettings {
   maxMessageSize?: number;
 }
 
+/** The account serve drops to when the bench runs it as root. */
+const MILTER_USER = 'nobody';
+
+/**
+ * Started as root, serve drops to MILTER_USER before it opens its socket and
+ * spool: the bench's own directories must let it through, and the socket's
+ * directory must be its. Only directories under the OS temp dir or this
+ * repository are touched (the bench's own work directories).
+ */
+function reachableByMilterUser(workDir: string, socketDir: string | null): void {
+  const pw = execFileSync('getent', ['passwd', MILTER_USER], { encoding: 'utf8' }).split(':');
+  const ours = (d: string) => d.startsWith(os.tmpdir() + '/') || d.startsWith(repoRoot + '/');
+  for (let d = workDir; ours(d); d = path.dirname(d)) chmodSync(d, statSync(d).mode | 0o011);
+  if (socketDir && ours(socketDir)) chownSync(socketDir, Number(pw[2]), Number(pw[3]));
+}
+
 /** Writes a config file and starts `node dist/src/main.js serve --config FILE`. */
 export async function startPerUserMilter(workDir: string, socket: SocketSpec, s: PumSettings, logFile: string): Promise<Daemon> {
   mkdirSync(workDir, { recursive: true });
+  const asRoot = process.geteuid?.() === 0;
+  if (asRoot) reachableByMilterUser(workDir, 'path' in socket.connect ? path.dirname(socket.connect.path) : null);
   const config = {
     milter: {
+      // Started as root, serve starts the launcher and drops to this account.
+      ...(asRoot ? { user: MILTER_USER } : {}),
       listen: socket.spec,
       // Postfix's smtpd runs as user postfix and must reach the socket.
       socketMode: '0666',

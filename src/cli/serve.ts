@@ -8,7 +8,10 @@ import { createPerUserApplication, type AppContext } from '../app/index.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { errorReply } from '../errors.js';
-import { hasFilter } from '../filter/locate.js';
+import { launcherReport } from '../filter/privileges.js';
+import { LAUNCHER_SOCKET_ENV } from '../filter/run.js';
+import { LauncherConnection } from '../launcher/client.js';
+import { startLauncher, type RunningLauncher } from '../launcher/start.js';
 import { createLogger, isJournalStream, type Logger } from '../log/index.js';
 import { createMetrics, MetricsServer, type Metrics } from '../metrics/index.js';
 import { RunnerClient } from '../runner/client.js';
@@ -17,11 +20,20 @@ import { MilterServer } from '../server/server.js';
 import { Spool, makeSpoolDir, planSpoolDir, type SpoolDirectory } from '../spool/index.js';
 import { createUserResolver } from '../users/resolve.js';
 import { splitConfigArgs } from './args.js';
+import { startPrivilegeSplit, StartRefused } from './privsep.js';
 import { checkStartup } from './startup-checks.js';
 import { SHUTDOWN_MARGIN_MS } from '../timeouts.js';
 
 /** Keys that only take effect at start: a reload that changes them says so. */
-const RESTART_KEYS = ['milter.listen', 'milter.socketMode', 'milter.maxConnections', 'spool.dir', 'pool.threads', 'pool.maxQueue', 'metrics.listen', 'metrics.perUserLabels', 'log.format'];
+const RESTART_KEYS = [
+  'milter.listen', 'milter.socketMode', 'milter.maxConnections', 'milter.user', 'spool.dir', 'pool.threads', 'pool.maxQueue',
+  'metrics.listen', 'metrics.perUserLabels', 'log.format',
+  // The launcher's arguments: fixed for its life, so that the milter process cannot name another program.
+  'filter.path', 'filter.rcptPath', 'filter.default', 'filter.cgroup', 'users.minUid', 'users.maxUid',
+];
+
+/** Exit status when the privileged launcher died: the supervisor restarts us (docs/sandbox.md). */
+const EXIT_LAUNCHER_GONE = 70;
 
 function get(config: Config, dotted: string): unknown {
   return dotted.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], config);
@@ -71,6 +83,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   // Metrics first: the user resolver counts its lookups. The pool gauges and
   // the helper processes are read at scrape time, once they exist.
   let pool: RunnerClient | undefined;
+  let launcher: RunningLauncher | undefined;
   const metrics = createMetrics({
     perUserLabels: config.metrics.perUserLabels,
     poolStats: () => pool?.stats() ?? { queueSize: 0, utilization: 0 },
@@ -78,24 +91,46 @@ export async function serveCommand(argv: string[]): Promise<number> {
     processes: () => [
       { process: 'milter', pid: process.pid },
       { process: 'runner', pid: pool?.pid ?? null },
+      { process: 'launcher', pid: launcher?.pid ?? null },
     ],
   });
   // Anything that still fails on the way up is a fatal line and exit 1, never a stack trace.
   let spoolDir: SpoolDirectory | undefined;
   let spool: Spool;
   let classifier: RecipientClassifier;
+  let split: Awaited<ReturnType<typeof startPrivilegeSplit>>;
   try {
     spoolDir = await makeSpoolDir(planSpoolDir(config.spool.dir));
+    // Before anything touches the network: the launcher, then (started as
+    // root) the drop to milter.user, who gets the spool directory.
+    split = await startPrivilegeSplit(config, spoolDir.dir, (line) => log.warn({ line: line.slice(0, 500) }, 'launcher'));
+    launcher = split.launcher;
+    const report = launcherReport(launcher.ready, process.getuid?.() ?? -1);
+    for (const line of report.info) log.info({}, line);
+    for (const line of report.warn) log.warn({}, line);
+    // The runner process and its worker threads find the launcher here.
+    process.env[LAUNCHER_SOCKET_ENV] = split.settings.socket;
     const opened = await Spool.open(spoolDir.dir);
     spool = opened.spool;
     log.info({ spoolDir: spoolDir.dir, staleRemoved: opened.staleRemoved }, 'spool ready');
     classifier = await RecipientClassifier.create(classifierOptions(config, metrics));
   } catch (err) {
-    log.fatal({}, `cannot start: ${(err as Error).message}`);
+    const lines = err instanceof StartRefused ? err.lines : [(err as Error).message];
+    for (const line of lines) log.fatal({}, `cannot start: ${line}`);
+    await launcher?.stop();
     await spoolDir?.release();
     return 1;
   }
   const ownSpool = spoolDir;
+  const settings = split.settings;
+  // The milter's own launcher connection, for STAT at RCPT; a new one when it broke.
+  let statConnection: Promise<LauncherConnection> | null = null;
+  const launcherConnection = async (): Promise<LauncherConnection> => {
+    const current = await statConnection?.catch(() => null);
+    if (current && !current.closed) return current;
+    statConnection = LauncherConnection.connect(settings.socket);
+    return statConnection;
+  };
   // The piscina pool lives in a small runner process of its own: every filter
   // run forks the process that spawns it (docs/sandbox.md, "Where the pool runs").
   const runner = new RunnerClient({
@@ -111,6 +146,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   } catch (err) {
     log.fatal({ err }, 'cannot start the filter runner process');
     await runner.destroy();
+    await launcher.stop();
     await ownSpool.release();
     return 1;
   }
@@ -119,7 +155,14 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const app: AppContext = {
     config: () => config,
     classify: (input) => classifier.classify(input),
-    hasFilter: (user) => hasFilter(user, config.filter.path),
+    // Asked at RCPT: the launcher checks as the user, in its own process (no
+    // fork). `unsafe` counts as having one: the run then reports why. Users
+    // outside users.minUid..maxUid (as the launcher was started) never get a run.
+    hasFilter: async (user) => {
+      if (user.uid < settings.minUid || user.uid > settings.maxUid) return false;
+      const a = await (await launcherConnection()).stat({ program: 'filter', user: user.name, uid: user.uid, gid: user.gid, groups: user.groups, home: user.home });
+      return a.what !== 'none';
+    },
     spool,
     runner,
     metrics,
@@ -144,6 +187,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   } catch (err) {
     log.fatal({ err }, 'cannot start');
     await Promise.allSettled([metricsServer.close(), runner.close()]);
+    await launcher.stop();
     await ownSpool.release();
     return 1;
   }
@@ -166,20 +210,43 @@ export async function serveCommand(argv: string[]): Promise<number> {
 
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (signal: string): void => {
+    const stop = (signal: string, status = 0): void => {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'stopping: no new connections, finishing messages in flight');
       void (async () => {
         await server.close({ graceMs: shutdownGraceMs(config) });
         await Promise.allSettled([runner.close(), metricsServer.close()]);
+        await launcher?.stop();
         await spool.removeAll();
         await ownSpool.release();
         log.info({}, 'stopped');
         process.off('SIGHUP', onHup);
-        resolve(0);
+        resolve(status);
       })();
     };
+    // The launcher gone: runs in flight fail (451). Privileged, it cannot be
+    // started again without root: drain and exit 70 for the supervisor to
+    // restart us. Unprivileged, start a new one.
+    const watch = (l: RunningLauncher): void => {
+      void l.exited.then(async (how) => {
+        if (stopping) return;
+        if (split.privileged) {
+          log.error({}, `the launcher ${how}: every message is tempfailed; draining and exiting ${EXIT_LAUNCHER_GONE} for a restart`);
+          stop('launcher gone', EXIT_LAUNCHER_GONE);
+          return;
+        }
+        log.error({}, `the launcher ${how}: starting a new one`);
+        try {
+          launcher = await startLauncher(settings, { onStderr: (line) => log.warn({ line: line.slice(0, 500) }, 'launcher') });
+          watch(launcher);
+        } catch (err) {
+          log.error({ err }, 'cannot start a new launcher: draining and exiting');
+          stop('launcher gone', EXIT_LAUNCHER_GONE);
+        }
+      });
+    };
+    watch(split.launcher);
     const onHup = (): void => void reload();
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

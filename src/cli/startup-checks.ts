@@ -10,8 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { error, registerStartupCheck, registeredChecks, runStartupChecks, warning, type CheckContext, type Finding } from '../config/checks.js';
 import type { Config } from '../config/schema.js';
-import { ownPrivileges } from '../filter/privileges.js';
-import { findTool, sandboxWarnings } from '../filter/sandbox.js';
+import { ownPrivileges, privilegeProblems } from '../filter/privileges.js';
+import { findTool, launcherBinary } from '../launcher/start.js';
 import { parseSocketSpec } from '../milter/socket-spec.js';
 import { RecipientMap } from '../recipients/map.js';
 import { describeSpoolPlan, planSpoolDir } from '../spool/location.js';
@@ -94,7 +94,8 @@ function checkSpool(config: Config, ctx: CheckContext): Finding[] {
   }
   if (st !== undefined && plan.kind !== 'private') {
     if (!st.isDirectory()) return [error(`spool.dir: ${describeSpoolPlan(plan)} exists and is not a directory`)];
-    if (st.uid !== ctx.uid) return [error(`spool.dir: ${dir} is owned by uid ${st.uid}, not by the milter (uid ${ctx.uid}); it must be the milter's alone`)];
+    // Started as root, serve hands the directory to milter.user itself.
+    if (st.uid !== ctx.uid && !ctx.root) return [error(`spool.dir: ${dir} is owned by uid ${st.uid}, not by the milter (uid ${ctx.uid}); it must be the milter's alone`)];
     return [];
   }
   const base = st === undefined ? existingAncestor(dir) : dir;
@@ -102,24 +103,19 @@ function checkSpool(config: Config, ctx: CheckContext): Finding[] {
   return [];
 }
 
-/** The programs each sandbox execs, absolute paths (src/filter/sandbox.ts). */
-const SANDBOX_TOOLS: Record<Config['filter']['sandbox'], Array<[string, string]>> = {
-  setpriv: [['prlimit', 'util-linux'], ['setpriv', 'util-linux']],
-  bwrap: [['prlimit', 'util-linux'], ['setpriv', 'util-linux'], ['bwrap', 'bubblewrap'], ['env', 'coreutils']],
-  none: [],
-};
-
+/** The launcher (native/, built by npm ci) and what the sandbox needs (docs/sandbox.md). */
 function checkSandbox(config: Config, ctx: CheckContext): Finding[] {
   const out: Finding[] = [];
   const sandbox = config.filter.sandbox;
-  for (const [tool, pkg] of SANDBOX_TOOLS[sandbox]) {
-    if (!path.isAbsolute(findTool(tool))) out.push(error(`filter.sandbox=${sandbox} needs ${tool}, which is not installed (Debian package ${pkg})`));
+  try {
+    fs.accessSync(launcherBinary(ctx.env), fs.constants.X_OK);
+  } catch {
+    out.push(error(`the launcher ${launcherBinary(ctx.env)} is not built: run npm ci (it needs a C compiler and make)`));
   }
-  if (sandbox === 'none' && ctx.switchUsers) {
-    out.push(error('filter.sandbox=none is refused when the milter can switch users: filters would run without rlimits, no_new_privs or their supplementary groups; use setpriv or bwrap'));
-  }
-  for (const w of sandboxWarnings(sandbox, ctx.switchUsers, ctx.uid)) {
-    if (!(sandbox === 'none' && ctx.switchUsers)) out.push(warning(w));
+  if (sandbox === 'bwrap' && !path.isAbsolute(findTool('bwrap'))) out.push(error('filter.sandbox=bwrap needs bwrap, which is not installed (Debian package bubblewrap)'));
+  if (ctx.switchUsers) for (const p of privilegeProblems(config, 0)) out.push(error(p));
+  if (!ctx.switchUsers) {
+    out.push(warning(`started without root: the launcher cannot switch users, so only programs owned by uid ${ctx.uid} run; every other user's filter is unsafe`));
   }
   return out;
 }

@@ -8,7 +8,9 @@
 // exits 0 accept, 1 reject, 75 tempfail, 2 anything else.
 //
 // The message is spooled into a private temporary directory, not spool.dir:
-// a running milter owns that one, and `try` must not touch its files.
+// a running milter owns that one, and `try` must not touch its files. `try`
+// starts its own launcher on that directory; as root it keeps root (it is
+// an administrator's tool, never network-facing).
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -16,7 +18,11 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { runFilter } from '../filter/run.js';
+import { closeLauncherConnection, LAUNCHER_SOCKET_ENV, runFilter } from '../filter/run.js';
+import { launcherReport, privilegeProblems } from '../filter/privileges.js';
+import { PumError } from '../errors.js';
+import { startLauncher } from '../launcher/start.js';
+import { launcherSettings } from './privsep.js';
 import { decide, decideOversize, policySettings } from '../policy/index.js';
 import type { EnvelopeFacts, FilterJob, FilterResult, Outcome } from '../filter/job.js';
 import { localRecipientFor } from '../recipients/index.js';
@@ -175,6 +181,21 @@ export async function tryCommand(argv: string[]): Promise<number> {
       out(`reply: ${d.reply ?? '(none)'}`);
       return EXIT_OTHER;
     }
+    const problems = privilegeProblems(config, process.geteuid?.() ?? -1);
+    if (problems.length > 0) {
+      for (const p of problems) err(p);
+      return EXIT_OTHER;
+    }
+    const settings = launcherSettings(config, dir, process.getuid?.() ?? 0);
+    let launcher;
+    try {
+      launcher = await startLauncher(settings, { onStderr: (line) => err(line) });
+    } catch (e) {
+      err((e as Error).message);
+      return EXIT_OTHER;
+    }
+    for (const w of launcherReport(launcher.ready, process.getuid?.() ?? -1).warn) err(w);
+    process.env[LAUNCHER_SOCKET_ENV] = settings.socket;
     const job: FilterJob = {
       spoolPath: file.path,
       user,
@@ -187,7 +208,19 @@ export async function tryCommand(argv: string[]): Promise<number> {
         exitCodes: config.filter.exitCodes,
       },
     };
-    const result = await runFilter(job);
+    let result: FilterResult;
+    try {
+      result = await runFilter(job);
+    } catch (e) {
+      // Our own failure, never the filter's outcome: the milter would answer 451 4.3.x.
+      const pe = e instanceof PumError ? e : null;
+      out('outcome: none (not run)');
+      err(`${pe ? `${pe.code}: ` : ''}${(e as Error).message}`);
+      return EXIT_OTHER;
+    } finally {
+      closeLauncherConnection();
+      await launcher.stop();
+    }
     out(`user: ${user.name} (uid ${user.uid})`);
     printResult(config, result);
     return EXIT_BY_OUTCOME[result.outcome] ?? EXIT_OTHER;

@@ -42,8 +42,10 @@ export interface EnvelopeFacts {
 export type FilterSettings = Pick<Config['filter'], 'path' | 'timeout' | 'sandbox' | 'limits' | 'exitCodes'>;
 
 export interface FilterJob {
-  /** The spooled message, already in the filter's message form; the worker opens it read-only. */
+  /** The spooled message, already in the filter's message form; the launcher opens it (by its name, in its spool directory). */
   spoolPath: string;
+  /** The user's message filter (default), or the RCPT-stage program (no message: stdin is empty). */
+  program?: 'filter' | 'rcpt';
   user: UserAccount;
   envelope: EnvelopeFacts;
   settings: FilterSettings;

@@ -49,3 +49,50 @@ export function replyTextOf(stdout: string | Buffer): string {
   }
   return '';
 }
+
+/** What the launcher said about a program it did not run (native/README.md lists the reasons). */
+export interface NotRun {
+  kind: 'missing' | 'unsafe' | 'exec';
+  reason: string;
+  path: string;
+  mode: number;
+  owner: number;
+  errno: number;
+}
+
+function errnoName(n: number, names: Record<string, number>): string {
+  return Object.entries(names).find(([, v]) => v === n)?.[0] ?? `errno ${n}`;
+}
+
+/**
+ * The log text for a program that did not run. `selfUid` is ours (the
+ * launcher's when it cannot switch users); `errnos` is os.constants.errno.
+ */
+export function notRunText(n: NotRun, user: string, selfUid: number, errnos: Record<string, number>): string {
+  const mode = (n.mode & 0o7777).toString(8).padStart(4, '0');
+  const texts: Record<string, string> = {
+    missing: `no filter at ${n.path}`,
+    'dir-owner': `directory ${n.path} is owned by uid ${n.owner}, not by ${user} or root`,
+    'dir-world-writable': `directory ${n.path} is world-writable (mode ${mode})`,
+    'dir-group-writable': `directory ${n.path} is group-writable (mode ${mode})`,
+    'dir-not-searchable': `directory ${n.path} is not searchable by ${user} (mode ${mode})`,
+    'not-regular': `${n.path} is not a regular file`,
+    'not-own-uid': `cannot switch users: only programs owned by uid ${selfUid} run (${n.path} is owned by uid ${n.owner})`,
+    owner: `${n.path} is owned by uid ${n.owner}, not by ${user} or root`,
+    'world-writable': `${n.path} is world-writable (mode ${mode})`,
+    'group-writable': `${n.path} is group-writable (mode ${mode})`,
+    setid: `${n.path} has the setuid or setgid bit (mode ${mode})`,
+    'not-executable': `${n.path} is not executable by ${user} (mode ${mode})`,
+    'file-capabilities': `${n.path} has file capabilities`,
+    'too-many-links': `too many symbolic links resolving ${n.path}`,
+    'bad-path': `the configured path gives no absolute path for ${user}`,
+    chdir: `cannot enter the home directory ${n.path}: ${errnoName(n.errno, errnos)}`,
+    exec: `cannot execute ${n.path}: ${errnoName(n.errno, errnos)}`,
+  };
+  return texts[n.reason] ?? `cannot check ${n.path}: ${errnoName(n.errno, errnos)}`;
+}
+
+/** A launcher NOTRUN answer as an outcome: no program is no say; anything else is the user's broken filter. */
+export function notRunOutcome(kind: NotRun['kind']): Outcome {
+  return kind === 'missing' ? 'nofilter' : kind === 'unsafe' ? 'unsafe' : 'error';
+}

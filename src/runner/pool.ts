@@ -8,7 +8,6 @@
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { fromSerialized, PumError } from '../errors.js';
-import { closeStrayDescriptors } from '../filter/fds.js';
 import { isWorkerError, type FilterJob, type FilterResult, type WorkerAnswer } from '../filter/job.js';
 
 export interface FilterPoolOptions {
@@ -54,9 +53,6 @@ export class FilterPool {
     const concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('FilterPool: concurrency must be a positive integer');
     if (opts.setUmask !== false) process.umask(0o077);
-    // Inherited descriptors must not reach filters; close them here, on the
-    // main thread (a worker closing a descriptor it did not open gets a warning).
-    closeStrayDescriptors();
     this.#piscina = new Piscina<FilterJob, WorkerAnswer>({
       filename: opts.workerFile ?? defaultWorkerFile(),
       name: 'default',

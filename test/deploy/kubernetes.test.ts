@@ -187,8 +187,8 @@ test('selectors, ports, probes and volumes fit together and match the configurat
   // jobLabel gives job="per-user-milter", which alerts.yml matches on.
   assert.equal(podLabels[podMonitor.spec.jobLabel], 'per-user-milter');
 
-  // Same capabilities as the systemd unit, everything else dropped.
-  const unitCaps = /^AmbientCapabilities=(.*)$/m.exec(readDeploy('systemd/per-user-milter.service'))?.[1]?.trim().split(/\s+/).map((c) => c.replace(/^CAP_/, '')).sort();
+  // Same capabilities as the systemd unit's bounding set, everything else dropped.
+  const unitCaps = /^CapabilityBoundingSet=(.*)$/m.exec(readDeploy('systemd/per-user-milter.service'))?.[1]?.trim().split(/\s+/).map((c) => c.replace(/^CAP_/, '')).sort();
   const sc = milter.securityContext;
   assert.deepEqual([...sc.capabilities.add].sort(), unitCaps);
   assert.deepEqual(sc.capabilities.drop, ['ALL']);
@@ -271,7 +271,7 @@ test('the Containerfile builds a Debian + Node.js LTS image with setpriv, bwrap,
   }
 });
 
-test("the pod's securityContext (uid 0, four capabilities, no_new_privs) is enough to run filters as their users", { timeout: 120_000 }, async (t) => {
+test("the pod's securityContext (uid 0, the launcher's five capabilities, no_new_privs) is enough to run filters as their users", { timeout: 120_000 }, async (t) => {
   if (lacksRoot(t) || lacksCommand(t, 'setpriv', 'util-linux') || lacksServe(t)) return;
   const ms = await loadManifests(t);
   if (!ms) return;

@@ -1,6 +1,7 @@
 // Running `per-user-milter serve` the way a service manager would, with a
 // given identity and capability set, and checking that users' filters still
-// run as their users with no capabilities left. Shared by systemd.test.ts
+// run as their users with no capabilities left, and that serve itself ends
+// up as milter.user without any. Shared by systemd.test.ts
 // (the unit, the bwrap drop-in) and kubernetes.test.ts (the pod's
 // securityContext), which describe their privileges as unit-file text.
 import assert from 'node:assert/strict';
@@ -71,7 +72,7 @@ function procStatus(pid: number): Record<string, string> {
 
 /** Capability bit mask of CAP_* names (numbers from linux/capability.h). */
 function capMask(caps: string[]): bigint {
-  const bits: Record<string, number> = { CAP_DAC_READ_SEARCH: 2, CAP_KILL: 5, CAP_SETGID: 6, CAP_SETUID: 7, CAP_SETPCAP: 8, CAP_SYS_ADMIN: 21 };
+  const bits: Record<string, number> = { CAP_CHOWN: 0, CAP_DAC_READ_SEARCH: 2, CAP_KILL: 5, CAP_SETGID: 6, CAP_SETUID: 7, CAP_SETPCAP: 8, CAP_SYS_ADMIN: 21 };
   return caps.reduce((m, c) => m | (1n << BigInt(bits[c] ?? 63)), 0n);
 }
 
@@ -118,11 +119,12 @@ export async function filtersRunAsTheirUsers(t: TestContext, v: Variant): Promis
   const unit = parseUnit(v.unitText);
   const ambient = unitCaps(unit, 'AmbientCapabilities');
   const bounding = unitCaps(unit, 'CapabilityBoundingSet');
-  const asRoot = one(unit, 'User') === 'root';
+  const asRoot = (one(unit, 'User') ?? 'root') === 'root';
   if (!asRoot) assert.deepEqual(bounding, ambient, 'a non-root service holds its bounding set as ambient capabilities');
   assert.equal(one(unit, 'NoNewPrivileges'), 'yes');
 
-  const svc = asRoot ? { name: 'root', uid: 0, gid: 0, home: '/root' } : ensureUser(t, 'pumops-svc', { system: true });
+  // The account serve runs as: started as root, it drops to milter.user (pumops-svc stands in for per-user-milter).
+  const svc = ensureUser(t, 'pumops-svc', { system: true });
   const mta = ensureUser(t, 'pumops-mta', { system: true });
   const accepter = ensureUser(t, `${v.prefix}1`);
   const rejecter = ensureUser(t, `${v.prefix}2`);
@@ -152,6 +154,7 @@ export async function filtersRunAsTheirUsers(t: TestContext, v: Variant): Promis
     milter: { listen: `unix:${sock}`, socketMode: '0660' },
     spool: { dir: spool },
     filter: { timeout: 1500, sandbox: v.sandbox, onError: 'accept' },
+    ...(asRoot ? { milter: { listen: `unix:${sock}`, socketMode: '0660', user: svc.name } } : {}),
     pool: { threads: 2 },
     metrics: { listen: `127.0.0.1:${metricsPort}` },
     log: { level: 'info', format: 'text' },
@@ -176,7 +179,8 @@ export async function filtersRunAsTheirUsers(t: TestContext, v: Variant): Promis
   const pid = serve.child.pid ?? 0;
   const own = procStatus(pid);
   assert.equal(Number(own.Uid?.split(/\s+/)[0]), svc.uid, 'serve runs as the service user');
-  assert.equal(BigInt('0x' + own.CapEff), capMask(bounding), 'serve holds exactly the unit capabilities');
+  // Started as root, serve drops every capability (only the launcher keeps the unit's set).
+  assert.equal(BigInt('0x' + own.CapEff), asRoot ? 0n : capMask(bounding), 'serve holds no capability');
   assert.equal(own.NoNewPrivs, '1');
 
   // The socket: ours, group of the MTA through the setgid directory, 0660.
@@ -219,9 +223,9 @@ export async function filtersRunAsTheirUsers(t: TestContext, v: Variant): Promis
   assert.equal(no.text, `550 5.7.1 ${rejecter.name} says no`);
   ranAs(rejecter);
 
-  // A filter that outlives filter.timeout and ignores SIGTERM: the milter
-  // (not root) must be able to SIGKILL the recipient's process group
-  // (CAP_KILL). onError=accept, so the message is accepted.
+  // A filter that outlives filter.timeout and ignores SIGTERM: the launcher
+  // must be able to SIGKILL every process of the run (CAP_KILL).
+  // onError=accept, so the message is accepted.
   const slow = await deliver(spec, { from: 'sender@pumops.test', to: [`${sleeper.name}@pumops.test`], headers, body: 'hello\n', queueId: 'CAP0003' });
   assert.equal(slow.type, 'accept', JSON.stringify(slow));
   ranAs(sleeper);

@@ -222,12 +222,14 @@ test('a real Prometheus scrapes serve during a load and stores what the load did
   writeFilter(user, VERDICT_FILTER);
 
   const dir = tmpDir(t, 'prom');
+  // Started as root, serve drops to milter.user (here `nobody`), which must reach its spool.
+  fs.chmodSync(dir, 0o755);
   const milterPort = await freePort(25420);
   const metricsPort = await freePort(milterPort + 1);
   const promPort = await freePort(metricsPort + 1);
   const config = path.join(dir, 'config.json');
   fs.writeFileSync(config, JSON.stringify({
-    milter: { listen: `inet:${milterPort}@127.0.0.1` },
+    milter: { listen: `inet:${milterPort}@127.0.0.1`, user: 'nobody' },
     spool: { dir: path.join(dir, 'spool') },
     filter: { timeout: 10_000, sandbox: 'setpriv' },
     pool: { threads: 2 },

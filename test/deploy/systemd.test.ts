@@ -1,8 +1,9 @@
 // deploy/systemd: the unit passes `systemd-analyze verify` and an offline
 // security review; sysusers.d and tmpfiles.d make the user and directories
-// they promise; and the unit's ExecStart, started as a non-root user with
-// exactly the unit's capabilities and no_new_privs, still runs every filter
-// as its own user, with no capabilities left, and can kill a runaway filter.
+// they promise; and the unit's ExecStart, started as root with exactly the
+// unit's bounding set and no_new_privs, drops to milter.user, runs every
+// filter as its own user with no capabilities left (also in bwrap mode), and
+// ends a runaway filter.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -12,30 +13,24 @@ import { lacksCommand, lacksRoot } from '../support/require.js';
 import { DEPLOY, lacksServe, readDeploy, tmpDir } from './support.js';
 import { UNIT_TEXT, filtersRunAsTheirUsers, one, parseUnit, unitCaps } from './privileges.js';
 
-const EXPECTED_CAPS = ['CAP_DAC_READ_SEARCH', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID'];
+const EXPECTED_CAPS = ['CAP_CHOWN', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETPCAP', 'CAP_SETUID'];
 
-const DROPIN = 'systemd/per-user-milter.service.d/bwrap.conf.example';
-
-/** Copies the unit (and optionally the bwrap drop-in) with ExecStart pointing at an executable that exists here. */
-function unitForVerify(t: TestContext, withDropIn = false): { file: string; env: NodeJS.ProcessEnv } {
+/** Copies the unit with ExecStart pointing at an executable that exists here. */
+function unitForVerify(t: TestContext): { file: string; env: NodeJS.ProcessEnv } {
   const dir = tmpDir(t, 'unit');
   const exe = path.join(dir, 'per-user-milter');
   fs.writeFileSync(exe, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
   const text = UNIT_TEXT().replaceAll('/usr/bin/per-user-milter', exe);
   const file = path.join(dir, 'per-user-milter.service');
   fs.writeFileSync(file, text);
-  if (withDropIn) {
-    fs.mkdirSync(path.join(dir, 'per-user-milter.service.d'));
-    fs.writeFileSync(path.join(dir, 'per-user-milter.service.d', 'bwrap.conf'), readDeploy(DROPIN));
-  }
-  // The unit's own directory first in the search path, so its drop-ins load too.
+  // The unit's own directory first in the search path.
   return { file, env: { ...process.env, SYSTEMD_UNIT_PATH: `${dir}:` } };
 }
 
-for (const [label, withDropIn, maxExposure] of [['the unit', false, 4.0], ['the unit with the bwrap drop-in', true, 4.5]] as const) {
+for (const [label, maxExposure] of [['the unit', 4.0]] as const) {
   test(`systemd-analyze verify accepts ${label}, without a single warning`, (t) => {
     if (lacksCommand(t, 'systemd-analyze', 'systemd')) return;
-    const { file, env } = unitForVerify(t, withDropIn);
+    const { file, env } = unitForVerify(t);
     const r = spawnSync('systemd-analyze', ['verify', '--man=no', file], { encoding: 'utf8', env });
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stderr.trim(), '', 'verify printed warnings');
@@ -43,7 +38,7 @@ for (const [label, withDropIn, maxExposure] of [['the unit', false, 4.0], ['the 
 
   test(`systemd-analyze security (offline) rates ${label} OK (exposure <= ${maxExposure})`, (t) => {
     if (lacksCommand(t, 'systemd-analyze', 'systemd')) return;
-    const { file, env } = unitForVerify(t, withDropIn);
+    const { file, env } = unitForVerify(t);
     const r = spawnSync('systemd-analyze', ['security', '--offline=true', '--no-pager', file], { encoding: 'utf8', env });
     assert.equal(r.status, 0, r.stderr);
     const m = /Overall exposure level for per-user-milter\.service: ([\d.]+)/.exec(r.stdout);
@@ -52,21 +47,22 @@ for (const [label, withDropIn, maxExposure] of [['the unit', false, 4.0], ['the 
   });
 }
 
-test('the unit runs serve as the dedicated user with only the user-switch capabilities', () => {
+test('the unit starts serve as root with only the launcher\'s capabilities, no_new_privs, hidden /proc and a delegated cgroup', () => {
   const u = parseUnit(UNIT_TEXT());
-  assert.equal(one(u, 'User'), 'per-user-milter');
-  assert.equal(one(u, 'Group'), 'per-user-milter');
+  assert.equal(one(u, 'User'), undefined, 'root: serve drops to milter.user itself after starting the launcher');
   assert.match(one(u, 'ExecStart') ?? '', /^\/usr\/bin\/per-user-milter serve --config \/etc\/per-user-milter\/config\.json$/);
-  assert.deepEqual(unitCaps(u, 'AmbientCapabilities'), EXPECTED_CAPS);
+  assert.deepEqual(unitCaps(u, 'AmbientCapabilities'), []);
   assert.deepEqual(unitCaps(u, 'CapabilityBoundingSet'), EXPECTED_CAPS);
   assert.equal(one(u, 'NoNewPrivileges'), 'yes');
+  assert.equal(one(u, 'ProtectProc'), 'invisible');
+  assert.equal(one(u, 'Delegate'), 'yes');
+  assert.equal(one(u, 'Restart'), 'on-failure');
   // Options that would break filters stay off (each one is explained in the unit).
   assert.equal(one(u, 'ProtectHome'), 'no', 'filters live in homes');
   assert.notEqual(one(u, 'ProtectSystem'), 'strict', 'strict makes homes read-only for filters');
   assert.notEqual(one(u, 'PrivateUsers'), 'yes', 'a user namespace maps away the recipients');
   assert.notEqual(one(u, 'MemoryDenyWriteExecute'), 'yes', 'V8 needs W+X pages');
   assert.equal(one(u, 'PrivateTmp'), 'yes');
-  assert.equal(one(u, 'RuntimeDirectory'), 'per-user-milter');
   assert.equal(one(u, 'StandardOutput'), 'journal');
   // Logs like a mail daemon: facility mail, our name, a priority per line.
   assert.equal(one(u, 'SyslogFacility'), 'mail');
@@ -97,18 +93,20 @@ test('sysusers.d and tmpfiles.d create the user, the 0700 spool and the setgid P
   const spool = fs.statSync(path.join(root, 'var/spool/per-user-milter'));
   assert.equal(spool.mode & 0o7777, 0o700);
   assert.equal(spool.uid, uid);
+  const run = fs.statSync(path.join(root, 'run/per-user-milter'));
+  assert.equal(run.uid, uid, 'the runtime directory belongs to the account serve drops to');
   const sock = fs.statSync(path.join(root, 'var/spool/postfix/per-user-milter'));
   assert.equal(sock.mode & 0o7777, 0o2750, 'setgid, group may enter, others not');
   assert.equal(sock.uid, uid);
   assert.equal(sock.gid, 4242, 'group postfix');
 });
 
-test("serve as a non-root user with the unit's capabilities runs filters as their users", { timeout: 120_000 }, async (t) => {
+test("serve as root with the unit's bounding set runs filters as their users", { timeout: 120_000 }, async (t) => {
   if (lacksRoot(t) || lacksCommand(t, 'setpriv', 'util-linux') || lacksServe(t)) return;
   await filtersRunAsTheirUsers(t, { unitText: UNIT_TEXT(), sandbox: 'setpriv', portFrom: 25410, prefix: 'pumops-cap' });
 });
 
-test('with the bwrap drop-in, serve as root with its bounding set runs bwrap-sandboxed filters as their users', { timeout: 120_000 }, async (t) => {
+test('the same unit runs bwrap-sandboxed filters as their users (bwrap runs as the user, in a user namespace)', { timeout: 120_000 }, async (t) => {
   if (lacksRoot(t) || lacksCommand(t, 'setpriv', 'util-linux') || lacksCommand(t, 'bwrap', 'bubblewrap') || lacksServe(t)) return;
-  await filtersRunAsTheirUsers(t, { unitText: UNIT_TEXT() + '\n' + readDeploy(DROPIN), sandbox: 'bwrap', portFrom: 25415, prefix: 'pumops-bw' });
+  await filtersRunAsTheirUsers(t, { unitText: UNIT_TEXT(), sandbox: 'bwrap', portFrom: 25415, prefix: 'pumops-bw' });
 });

@@ -178,5 +178,6 @@ export function events(log: string, event: string): Array<Record<string, unknown
 export function spoolFiles(log: string): string[] {
   const dir = /"spoolDir":"([^"]+)"/.exec(log)?.[1];
   assert.ok(dir, 'serve logs its spool directory');
-  return fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  // The launcher's socket lives there too; only spooled messages count.
+  return fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n !== 'launcher.sock') : [];
 }

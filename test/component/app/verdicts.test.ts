@@ -16,7 +16,7 @@ import path from 'node:path';
 import { MilterClient } from '../../../src/milter/client.js';
 import type { Reply } from '../../../src/milter/replies.js';
 import { startMilter, type Milter } from '../../mta/harness/milter.js';
-import { childrenOf } from '../../../src/filter/hunt.js';
+import { childrenOf } from '../../support/procs.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
 import { isAlive, waitUntil } from '../../support/wait.js';
 import {
@@ -148,7 +148,8 @@ function metricValue(text: string, name: string, labels: string): number {
 function spoolFiles(m: Milter): string[] {
   const dir = /"spoolDir":"([^"]+)"/.exec(m.log())?.[1];
   assert.ok(dir, 'serve logs its spool directory');
-  return dir && fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  // The launcher's socket lives there too; only spooled messages count.
+  return dir && fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n !== 'launcher.sock') : [];
 }
 
 /** Live processes of a uid (ps; zombies excluded). */
@@ -288,7 +289,7 @@ describe('verdicts through a running serve (docs/reference.md §5)', { concurren
     });
   }
 
-  it('a serve killed with SIGKILL mid-message leaves no filter running: its runner kills them, background children too, and exits', async (t) => {
+  it('a serve killed with SIGKILL mid-message leaves no filter running: its launcher kills them, background children too, and both children exit', async (t) => {
     if (skip || lacksRoot(t)) return;
     const m = await milterFor({ 'filter.timeout': 60_000 });
     writeFilter('alice', { kind: 'script', body: 'cat >/dev/null\nsleep 60 &\nexec sleep 60\n' });
@@ -296,13 +297,13 @@ describe('verdicts through a running serve (docs/reference.md §5)', { concurren
     const sending = sendTransaction(client, ['alice']).catch(() => undefined);
     try {
       await waitUntil('the filter and its background child', () => processesOf(UID.alice).length >= 2);
-      const runners = childrenOf(m.pid);
-      assert.equal(runners.length, 1, 'serve has one child: the filter runner process');
+      const children = childrenOf(m.pid);
+      assert.equal(children.length, 2, 'serve has two children: the launcher and the filter runner process');
       m.kill('SIGKILL');
       await m.exited();
       milter = undefined;
       await waitUntil('the filters of the killed milter to be gone', () => processesOf(UID.alice).length === 0);
-      await waitUntil('the runner process to exit', () => !isAlive(runners[0] as number));
+      await waitUntil('the launcher and the runner process to exit', () => children.every((pid) => !isAlive(pid)));
     } finally {
       for (const pid of processesOf(UID.alice)) process.kill(pid, 'SIGKILL');
       client.destroy();

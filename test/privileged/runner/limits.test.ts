@@ -1,25 +1,83 @@
-// Timeouts and resource limits, for real: nothing a filter does may hold a
-// task past timeout + ~3 s, leave a process behind, or grow the milter.
+// Timeouts, containment and resource limits, for real: nothing a filter
+// does may hold a run past timeout + ~3 s, leave a process behind (setsid,
+// double fork, a detached loop, a TERM-ignoring child), or grow the milter.
+// The escapes run twice: with a cgroup per run (a test cgroup of our own
+// under the machine's cgroup2 tree, removed afterwards) and with none.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { runFilter } from '../../../src/filter/run.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
-import { makeWorld, settle, type World } from './world.js';
+import { launcherBuilt, makeWorld, settle, type World } from './world.js';
 
 const isRoot = process.getuid?.() === 0;
 let w: World;
+/** A cgroup2 directory of this test file's own, or null where there is no cgroup2 tree. */
+let cgroupDir: string | null = null;
 
-before(() => {
-  if (isRoot) w = makeWorld('limits', 61011);
+function cgroup2Root(): string | null {
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    if (f[f.indexOf('-') + 1] === 'cgroup2') return f[4] ?? null;
+  }
+  return null;
+}
+
+before(async () => {
+  if (!isRoot || !launcherBuilt()) return;
+  w = makeWorld('limits', 61011);
+  const root = cgroup2Root();
+  if (root) {
+    cgroupDir = path.join(root, `pumrun-limits-${process.pid}`);
+    fs.mkdirSync(cgroupDir);
+  }
+  await w.launch();
 });
-after(() => {
-  w?.cleanup();
+after(async () => {
+  await w?.cleanup();
+  if (cgroupDir) fs.rmdirSync(cgroupDir);
 });
 
 function needs(t: TestContext, sandbox: string): boolean {
-  if (lacksRoot(t)) return true;
-  if (lacksCommand(t, 'setpriv', 'util-linux') || lacksCommand(t, 'prlimit', 'util-linux') || lacksCommand(t, 'ps', 'procps')) return true;
+  if (lacksRoot(t) || lacksCommand(t, 'ps', 'procps')) return true;
+  if (!launcherBuilt()) {
+    lacksCommand(t, 'per-user-milter-launcher-is-not-built', 'gcc make (npm ci builds native/)');
+    return true;
+  }
   return sandbox === 'bwrap' && lacksCommand(t, 'bwrap', 'bubblewrap');
+}
+
+/** Each way out of a run a filter might try; none may leave a process of the user behind. */
+const ESCAPES: Record<string, string> = {
+  'setsid after exit': 'cat >/dev/null\nsetsid sleep 97 &\nexit 0\n',
+  'double fork': 'cat >/dev/null\n( sh -c \'sleep 98 & exit 0\' & )\nexit 0\n',
+  'a detached loop': "cat >/dev/null\nsetsid sh -c 'while :; do sleep 5; done' </dev/null >/dev/null 2>&1 &\nexit 0\n",
+  'a TERM-ignoring child at the timeout': "cat >/dev/null\n( trap '' TERM; setsid sleep 99 & sleep 99 ) &\nexec sleep 99\n",
+};
+
+for (const mode of ['cgroup', 'none'] as const) {
+  describe(`containment with cgroup ${mode}`, () => {
+    for (const [name, script] of Object.entries(ESCAPES)) {
+      test(`${name}: no process of the user survives the run`, async (t) => {
+        if (needs(t, 'setpriv')) return;
+        if (mode === 'cgroup' && !cgroupDir) {
+          lacksCommand(t, 'a-cgroup2-mount', 'a kernel with cgroup2');
+          return;
+        }
+        await w.launch({ cgroup: mode === 'cgroup' ? (cgroupDir as string) : 'none' });
+        const u = w.users.a;
+        const f = w.install(u, 'trivial');
+        fs.writeFileSync(f, `#!/bin/sh\n${script}`);
+        const r = await runFilter(w.job(u, w.message(), { timeout: 1500 }));
+        assert.equal(r.outcome, name.includes('TERM') ? 'timeout' : 'accept', r.log);
+        // With a cgroup the count is exact; without one, members killed with the process group are not counted.
+        if (mode === 'cgroup' && !name.includes('TERM')) assert.match(r.log, /killed [1-9]\d* leftover process/, 'the escapee was found and ended');
+        assert.deepEqual(await settle(w, u.uid, 3000), [], 'nothing of the user left running');
+        if (cgroupDir) assert.deepEqual(fs.readdirSync(cgroupDir).filter((n) => n.startsWith('run-')), [], 'run cgroups removed');
+      });
+    }
+  });
 }
 
 const TIMEOUT = 1500;
@@ -28,6 +86,7 @@ for (const sandbox of ['setpriv', 'bwrap'] as const) {
   describe(`timeouts with ${sandbox}`, () => {
     test('a filter that sleeps forever, with a TERM-ignoring background child holding stdout: timeout, nothing survives', async (t) => {
       if (needs(t, sandbox)) return;
+      await w.launch();
       const u = w.users.a;
       w.install(u, 'sleeper');
       const t0 = Date.now();

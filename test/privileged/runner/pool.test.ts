@@ -7,20 +7,23 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { PumError } from '../../../src/errors.js';
 import { FilterPool } from '../../../src/runner/pool.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
-import { makeWorld, settle, type World } from './world.js';
+import { launcherBuilt, makeWorld, settle, type World } from './world.js';
 
 const isRoot = process.getuid?.() === 0;
 let w: World;
 
-before(() => {
-  if (isRoot) w = makeWorld('pool', 61021);
+before(async () => {
+  if (isRoot && launcherBuilt()) {
+    w = makeWorld('pool', 61021);
+    await w.launch();
+  }
 });
-after(() => {
-  w?.cleanup();
+after(async () => {
+  await w?.cleanup();
 });
 
 function needs(t: TestContext): boolean {
-  return lacksRoot(t) || lacksCommand(t, 'setpriv', 'util-linux') || lacksCommand(t, 'bwrap', 'bubblewrap');
+  return lacksRoot(t) || (!launcherBuilt() && lacksCommand(t, 'per-user-milter-launcher-is-not-built', 'gcc make (npm ci builds native/)')) || lacksCommand(t, 'bwrap', 'bubblewrap');
 }
 
 describe('FilterPool', () => {

@@ -1,32 +1,50 @@
-// runFilter for real, as root, with setpriv and bwrap: identity, environment,
-// isolation, exit-code mapping, safety checks. Timeouts and limits are in
-// limits.test.ts, the pool in pool.test.ts.
+// runFilter for real, as root, through the native launcher, with setpriv and
+// bwrap: identity, environment, isolation, exit-code mapping, safety checks
+// (done by the launcher, as the user). Timeouts and limits are in
+// limits.test.ts, the pool in pool.test.ts, the launcher itself in
+// test/privileged/launcher/.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { PumError } from '../../../src/errors.js';
-import { hasFilter } from '../../../src/filter/locate.js';
-import { runFilter } from '../../../src/filter/run.js';
-import { FILTER_ENV_NAMES } from '../../../src/filter/sandbox.js';
+import { FILTER_ENV_NAMES } from '../../../src/filter/environment.js';
+import { LAUNCHER_SOCKET_ENV, runFilter } from '../../../src/filter/run.js';
+import { LauncherConnection } from '../../../src/launcher/client.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
-import { makeWorld, SUPP_GID, type World } from './world.js';
+import { launcherBuilt, makeWorld, SUPP_GID, type World } from './world.js';
 
 const isRoot = process.getuid?.() === 0;
 let w: World;
 
-before(() => {
-  if (isRoot) w = makeWorld('run', 61001);
+before(async () => {
+  if (isRoot && launcherBuilt()) {
+    w = makeWorld('run', 61001);
+    await w.launch();
+  }
 });
-after(() => {
-  w?.cleanup();
+after(async () => {
+  await w?.cleanup();
 });
 
 function needs(t: TestContext, sandbox: string): boolean {
   if (lacksRoot(t)) return true;
-  if (lacksCommand(t, 'setpriv', 'util-linux') || lacksCommand(t, 'prlimit', 'util-linux')) return true;
+  if (!launcherBuilt()) {
+    lacksCommand(t, 'per-user-milter-launcher-is-not-built', 'gcc make (npm ci builds native/)');
+    return true;
+  }
   return sandbox === 'bwrap' && lacksCommand(t, 'bwrap', 'bubblewrap');
+}
+
+/** What the launcher says at RCPT time about `u`'s filter. */
+async function statOf(u: World['users']['a']): Promise<string> {
+  const c = await LauncherConnection.connect(process.env[LAUNCHER_SOCKET_ENV] as string);
+  try {
+    return (await c.stat({ program: 'filter', user: u.name, uid: u.uid, gid: u.gid, groups: u.groups, home: u.home })).what;
+  } finally {
+    c.close();
+  }
 }
 
 function parseEnviron(stdoutLog: string): Record<string, string> {
@@ -50,7 +68,9 @@ for (const sandbox of ['setpriv', 'bwrap'] as const) {
       const r = await runFilter(w.job(u, w.message(), { sandbox }));
       assert.equal(r.outcome, 'accept', r.log);
       const out = r.log;
-      assert.match(out, new RegExp(`uid=${u.uid} gid=${u.gid} groups=${u.uid},${SUPP_GID} cwd=${u.home} umask=0077`));
+      // bwrap runs in a user namespace of the user's, where groups other than the primary one show as nogroup.
+      const groups = sandbox === 'setpriv' ? `${u.uid},${SUPP_GID}` : `${u.uid},65534`;
+      assert.match(out, new RegExp(`uid=${u.uid} gid=${u.gid} groups=${groups} cwd=${u.home} umask=0077`));
       const ids = /pid=(\d+) sid=(\d+) pgid=(\d+)/.exec(out);
       assert.ok(ids, out);
       // Own session and process group: with setpriv the filter leads both; in
@@ -62,13 +82,14 @@ for (const sandbox of ['setpriv', 'bwrap'] as const) {
       assert.match(out, /NoNewPrivs: 1;/);
       assert.match(out, /CapEff: 0000000000000000;/);
       assert.match(out, /CapInh: 0000000000000000;/);
+      assert.match(out, /CapBnd: 0000000000000000;/);
       assert.match(out, /Max cpu time 10 10 seconds;Max processes 64 64 processes;/);
       // `exec ls /proc/self/fd`: 0 1 2 and ls's own directory handle (3); a leaked descriptor would push it to 4.
       const fds = out.split('\n').filter((l) => /^\d+$/.test(l.trim())).map(Number).sort((x, y) => x - y);
       assert.deepEqual(fds, [0, 1, 2, 3]);
     });
 
-    test('ids reach setpriv as numbers: an account named like the uid, or a group named like a gid, cannot capture the switch', async (t) => {
+    test('ids reach the launcher as numbers: an account named like the uid, or a group named like a gid, cannot capture the switch', async (t) => {
       if (needs(t, sandbox) || lacksCommand(t, 'useradd', 'passwd') || lacksCommand(t, 'groupadd', 'passwd')) return;
       const u = w.users.a;
       // Decoys in the real account database (setpriv asks NSS): a user *named*
@@ -84,7 +105,7 @@ for (const sandbox of ['setpriv', 'bwrap'] as const) {
           w.install(u, 'ident');
           const r = await runFilter(w.job(u, w.message(), { sandbox }));
           assert.equal(r.outcome, 'accept', r.log);
-          assert.match(r.log, new RegExp(`uid=${u.uid} gid=${u.gid} groups=${u.uid},${SUPP_GID} `));
+          assert.match(r.log, new RegExp(`uid=${u.uid} gid=${u.gid} groups=${u.uid},${sandbox === 'setpriv' ? SUPP_GID : 65534} `));
         } finally {
           execFileSync('userdel', [decoyUser], { stdio: 'pipe' });
         }
@@ -103,7 +124,7 @@ for (const sandbox of ['setpriv', 'bwrap'] as const) {
           RECIPIENT: 'pumrun-a+lists@example.com',
           EXTENSION: 'lists',
           SASL_METHOD: 'PLAIN',
-          SASL_USERNAME: 'sasluser',
+          SASL_USERNAME: 'sasl\u0001us\u007fer\r\n',
         }),
       );
       delete process.env.PUMRUN_SHOULD_NOT_LEAK;
@@ -117,7 +138,7 @@ for (const sandbox of ['setpriv', 'bwrap'] as const) {
       assert.equal(env.RECIPIENT, 'pumrun-a+lists@example.com');
       assert.equal(env.EXTENSION, 'lists');
       assert.equal(env.SENDER, 'sender@example.org');
-      assert.equal(env.SASL_USERNAME, 'sasluser');
+      assert.equal(env.SASL_USERNAME, 'sasluser', 'control characters removed');
       assert.equal(env.QUEUE_ID, '4ABCDEF123');
     });
 
@@ -178,11 +199,11 @@ describe('runFilter: no filter, unsafe filters', () => {
     fs.rmSync(path.join(u.home, '.user-milter'), { force: true });
     const r = await runFilter(w.job(u, w.message()));
     assert.equal(r.outcome, 'nofilter');
-    assert.equal(await hasFilter(u, '~/.user-milter'), false);
+    assert.equal(await statOf(u), 'none');
     fs.symlinkSync(path.join(u.home, 'nothing-here'), path.join(u.home, '.user-milter'));
     fs.lchownSync(path.join(u.home, '.user-milter'), u.uid, u.gid);
-    // hasFilter says "something is there" (cheap); the runner then decides it is no filter.
-    assert.equal(await hasFilter(u, '~/.user-milter'), true);
+    // A dangling link is no filter, at RCPT time and at the run.
+    assert.equal(await statOf(u), 'none');
     const r2 = await runFilter(w.job(u, w.message()));
     assert.equal(r2.outcome, 'nofilter', r2.log);
     fs.rmSync(path.join(u.home, '.user-milter'));
@@ -229,7 +250,7 @@ describe('runFilter: no filter, unsafe filters', () => {
     fs.lchownSync(link, b.uid, b.gid);
     const r2 = await runFilter(w.job(b, w.message()));
     assert.equal(r2.outcome, 'unsafe');
-    assert.match(r2.log, new RegExp(`owned by uid ${a.uid}.*link`));
+    assert.match(r2.log, new RegExp(`${target} is owned by uid ${a.uid}`));
     // The same symlink to a file b owns is fine.
     fs.chownSync(target, b.uid, b.gid);
     assert.equal((await runFilter(w.job(b, w.message()))).outcome, 'accept');
@@ -244,7 +265,9 @@ describe('runFilter: no filter, unsafe filters', () => {
     fs.chownSync(dir, u.uid, u.gid);
     fs.chmodSync(dir, 0o777);
     w.install(u, 'trivial', { at: path.join(dir, 'f') });
-    const r = await runFilter(w.job(u, w.message(), { path: '~/filters/f' }));
+    await w.launch({ filterPath: '~/filters/f' });
+    const r = await runFilter(w.job(u, w.message()));
+    await w.launch();
     assert.equal(r.outcome, 'unsafe');
     assert.match(r.log, /world-writable/);
     // Only through a symlink: ~/.user-milter -> ~/filters/f
@@ -258,7 +281,9 @@ describe('runFilter: no filter, unsafe filters', () => {
     fs.chmodSync(dir, 0o755);
     assert.equal((await runFilter(w.job(u, w.message()))).outcome, 'accept');
     // %u in the configured path.
-    assert.equal((await runFilter(w.job(u, w.message(), { path: `${w.base}/home/%u/filters/f` }))).outcome, 'accept');
+    await w.launch({ filterPath: `${w.base}/home/%u/filters/f` });
+    assert.equal((await runFilter(w.job(u, w.message()))).outcome, 'accept');
+    await w.launch();
     fs.rmSync(link);
   });
 
@@ -287,8 +312,10 @@ describe('runFilter: no filter, unsafe filters', () => {
     const dir = path.join(w.base, 'by-a');
     fs.mkdirSync(dir, { mode: 0o755 });
     fs.chownSync(dir, a.uid, a.gid);
-    w.install(b, 'trivial', { at: path.join(dir, 'b-filter') });
-    const r = await runFilter(w.job(b, w.message(), { path: `${dir}/%u-filter`.replace('%u', 'b') }));
+    w.install(b, 'trivial', { at: path.join(dir, `${b.name}-filter`) });
+    await w.launch({ filterPath: `${dir}/%u-filter` });
+    const r = await runFilter(w.job(b, w.message()));
+    await w.launch();
     assert.equal(r.outcome, 'unsafe');
     assert.match(r.log, new RegExp(`by-a is owned by uid ${a.uid}`));
   });
@@ -314,24 +341,71 @@ describe('runFilter: no filter, unsafe filters', () => {
     if (needs(t, 'setpriv')) return;
     const u = w.users.a;
     w.install(u, 'trivial');
-    await assert.rejects(runFilter(w.job(u, path.join(w.spoolDir, 'does-not-exist'))), (err: Error & { code?: string }) => {
+    await assert.rejects(runFilter(w.job(u, path.join(w.spoolDir, 'msg-000000000000000000000000'))), (err: unknown) => {
       assert.ok(err instanceof PumError);
       assert.equal(err.code, 'PUM_ERR_SPOOL_UNREADABLE');
-      assert.match(err.message, /ENOENT/);
+      assert.match(err.message, /spool/);
       return true;
     });
   });
 
-  test('never as root, even with sandbox none', async (t) => {
+  test('never as root; sandbox none is refused by a launcher that can switch users (our failure, not an outcome)', async (t) => {
     if (needs(t, 'setpriv')) return;
     const root = { name: 'root', uid: 0, gid: 0, groups: [0], home: '/root', shell: '/bin/sh' };
-    const r = await runFilter(w.job(root, w.message(), { sandbox: 'none' }));
+    const r = await runFilter(w.job(root, w.message()));
     assert.equal(r.outcome, 'unsafe');
-    // sandbox none as root still switches to the user (node's uid/gid switch).
     const u = w.users.a;
     w.install(u, 'ident');
-    const r2 = await runFilter(w.job(u, w.message(), { sandbox: 'none' }));
-    assert.equal(r2.outcome, 'accept', r2.log);
-    assert.match(r2.log, new RegExp(`uid=${u.uid} gid=${u.gid} `));
+    await assert.rejects(runFilter(w.job(u, w.message(), { sandbox: 'none' })), (err: unknown) => {
+      assert.ok(err instanceof PumError);
+      assert.equal(err.code, 'PUM_ERR_LAUNCHER');
+      assert.match(err.message, /sandbox none is refused/);
+      return true;
+    });
+  });
+
+  test('a setuid-root copy of a harmless program, and a program with file capabilities, are unsafe as filters', async (t) => {
+    if (needs(t, 'setpriv') || lacksCommand(t, 'setcap', 'libcap2-bin')) return;
+    const u = w.users.a;
+    const at = path.join(u.home, '.user-milter');
+    for (const [mode, owner] of [[0o4755, 0], [0o2755, 0], [0o4755, u.uid]] as const) {
+      fs.rmSync(at, { force: true });
+      fs.copyFileSync('/usr/bin/true', at);
+      fs.chownSync(at, owner, owner);
+      fs.chmodSync(at, mode);
+      const r = await runFilter(w.job(u, w.message()));
+      assert.equal(r.outcome, 'unsafe', `mode ${mode.toString(8)}: ${r.log}`);
+      assert.match(r.log, /setuid or setgid bit/);
+    }
+    fs.rmSync(at, { force: true });
+    fs.copyFileSync('/usr/bin/true', at);
+    fs.chownSync(at, 0, 0);
+    fs.chmodSync(at, 0o755);
+    assert.equal((await runFilter(w.job(u, w.message()))).outcome, 'accept', 'control: the same program without the bits runs');
+    execFileSync('setcap', ['cap_net_raw+ep', at]);
+    const r = await runFilter(w.job(u, w.message()));
+    assert.equal(r.outcome, 'unsafe', r.log);
+    assert.match(r.log, /file capabilities/);
+    fs.rmSync(at);
+  });
+
+  test('a directory the user cannot search: unsafe, and the same answer whether the file behind it exists or not', async (t) => {
+    if (needs(t, 'setpriv')) return;
+    const u = w.users.b;
+    const hidden = path.join(w.base, 'closed');
+    fs.mkdirSync(hidden, { mode: 0o700 });
+    await w.launch({ filterPath: `${hidden}/%u` });
+    try {
+      const absent = await runFilter(w.job(u, w.message()));
+      w.install(u, 'trivial', { at: path.join(hidden, u.name), owner: 0 });
+      const present = await runFilter(w.job(u, w.message()));
+      assert.equal(absent.outcome, 'unsafe', absent.log);
+      assert.equal(present.outcome, 'unsafe', present.log);
+      assert.equal(present.log, absent.log, 'no oracle: the answers are identical');
+      assert.match(present.log, /closed is not searchable by pumrun-b \(mode 0700\)/);
+      assert.equal(await statOf(u), 'unsafe');
+    } finally {
+      await w.launch();
+    }
   });
 });

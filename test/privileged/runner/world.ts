@@ -1,14 +1,18 @@
 // A throw-away world for the runner tests: test users pumrun-* with unused
-// uids 61001.. (one range per test file; passwd-file users, no system account needed for setpriv),
-// their 0700 homes under a fresh root-owned base directory (not under /tmp:
-// a world-writable directory on the path makes every filter unsafe), a 0700
-// root spool directory with one message, and cleanup that kills whatever
-// still runs under the test uids.
+// uids 61001.. (one range per test file; passwd-file users, no system account
+// needed: the launcher takes numbers), their 0700 homes under a fresh
+// root-owned base directory (not under /tmp: a world-writable directory on
+// the path makes every filter unsafe), a 0700 root spool directory with
+// messages, a native launcher serving this test process (root), and cleanup
+// that kills whatever still runs under the test uids.
+import crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EnvelopeFacts, FilterJob, FilterSettings } from '../../../src/filter/job.js';
+import { closeLauncherConnection, LAUNCHER_SOCKET_ENV } from '../../../src/filter/run.js';
+import { findBwrap, launcherBinary, startLauncher, type LauncherSettings, type RunningLauncher } from '../../../src/launcher/start.js';
 import type { UserAccount } from '../../../src/users/user.js';
 
 export const FIXTURES = fileURLToPath(new URL('../../../../test/fixtures/filters/', import.meta.url));
@@ -24,7 +28,16 @@ export interface World {
   job(user: UserAccount, spoolPath: string, settings?: Partial<FilterSettings>, envelope?: Partial<EnvelopeFacts>): FilterJob;
   /** Live (non-zombie, unless asked) processes of a uid: "pid stat comm" lines. */
   processesOf(uid: number, withZombies?: boolean): string[];
-  cleanup(): void;
+  /** (Re)starts this world's launcher with these settings over the defaults; runFilter then uses it. */
+  launch(over?: Partial<LauncherSettings>): Promise<RunningLauncher>;
+  /** Launcher diagnostics seen so far. */
+  launcherLog: string[];
+  cleanup(): Promise<void>;
+}
+
+/** The native launcher is built (npm ci runs make -C native). */
+export function launcherBuilt(): boolean {
+  return fs.existsSync(launcherBinary());
 }
 
 export const SUPP_GID = 61100;
@@ -96,16 +109,30 @@ export function makeWorld(tag: string, uidBase: number): World {
   }
   const spoolDir = path.join(base, 'spool');
   fs.mkdirSync(spoolDir, { mode: 0o700 });
-  let n = 0;
+  let launcher: RunningLauncher | null = null;
+  const launcherLog: string[] = [];
 
   const world: World = {
+    launcherLog,
+    async launch(over = {}) {
+      closeLauncherConnection();
+      if (launcher) await launcher.stop();
+      const socket = path.join(spoolDir, 'launcher.sock');
+      const settings: LauncherSettings = {
+        socket, spool: spoolDir, clientUid: 0, minUid: uidBase, maxUid: uidBase + 99, filterPath: '~/.user-milter',
+        rcptPath: '', defaultPath: '', cgroup: 'none', bwrap: findBwrap(), ...over,
+      };
+      launcher = await startLauncher(settings, { onStderr: (line) => launcherLog.push(line) });
+      process.env[LAUNCHER_SOCKET_ENV] = socket;
+      return launcher;
+    },
     base,
     spoolDir,
     users,
     message(headers = {}, body = 'Hello.\n') {
       const lines = ['Return-Path: <sender@example.org>', 'From: sender@example.org', 'Subject: test'];
       for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
-      const p = path.join(spoolDir, `msg-${++n}`);
+      const p = path.join(spoolDir, `msg-${crypto.randomBytes(12).toString('hex')}`);
       fs.writeFileSync(p, lines.join('\n') + '\n\n' + body, { mode: 0o600 });
       return p;
     },
@@ -134,7 +161,9 @@ export function makeWorld(tag: string, uidBase: number): World {
         .map((l) => l.trim())
         .filter((l) => l !== '' && (withZombies || !/^\d+\s+Z/.test(l)));
     },
-    cleanup() {
+    async cleanup() {
+      closeLauncherConnection();
+      if (launcher) await launcher.stop();
       for (const u of Object.values(users)) killUid(u.uid);
       fs.rmSync(base, { recursive: true, force: true });
     },

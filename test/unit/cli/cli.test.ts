@@ -4,7 +4,7 @@
 // serve refuses before it binds anything.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -123,7 +123,9 @@ test('check-config on the built-in defaults says where the spool would be', () =
 /** Starts serve on an ephemeral port, waits for "spool ready", stops it with SIGTERM; returns the spool directory it used. */
 async function serveOnce(env: NodeJS.ProcessEnv, whileRunning: (spoolDir: string) => void): Promise<{ code: number | null; out: string; spoolDir: string }> {
   const { spawn } = await import('node:child_process');
-  const child = spawn(process.execPath, [MAIN, 'serve', '--milter.listen', 'inet:0@127.0.0.1', '--metrics.listen', '', '--pool.threads', '1'], {
+  // As root, serve drops to milter.user after starting the launcher: `nobody` here.
+  const asRoot = process.getuid?.() === 0 ? ['--milter.user', 'nobody'] : [];
+  const child = spawn(process.execPath, [MAIN, 'serve', '--milter.listen', 'inet:0@127.0.0.1', '--metrics.listen', '', '--pool.threads', '1', ...asRoot], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -150,6 +152,10 @@ async function serveOnce(env: NodeJS.ProcessEnv, whileRunning: (spoolDir: string
 
 test('spool.dir empty: a private mkdtemp directory, 0700 and ours, removed at exit; under systemd $RUNTIME_DIRECTORY/spool', async () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pum-spool-'));
+  // Like the real /tmp (the milter may run as another account than ours).
+  fs.chmodSync(tmp, 0o1777);
+  // Started as root, the directory is handed to milter.user (nobody).
+  const owner = process.getuid?.() === 0 ? Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' })) : process.getuid?.();
   try {
     // Somebody else's directory at the old fixed name changes nothing.
     fs.mkdirSync(path.join(tmp, 'per-user-milter'), { mode: 0o777 });
@@ -157,7 +163,7 @@ test('spool.dir empty: a private mkdtemp directory, 0700 and ours, removed at ex
       assert.match(dir, new RegExp(`^${tmp}/per-user-milter-[A-Za-z0-9]{6}$`));
       const st = fs.statSync(dir);
       assert.equal(st.mode & 0o777, 0o700);
-      assert.equal(st.uid, process.getuid?.());
+      assert.equal(st.uid, owner);
     });
     assert.equal(a.code, 0, a.out);
     assert.ok(!fs.existsSync(a.spoolDir), 'removed at exit');

@@ -17,10 +17,12 @@ const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
   version: string; bin: Record<string, string>; files: string[]; scripts: Record<string, string>; engines: { node: string };
 };
 
-test('package.json: files, a prepack that builds, no install script of our own, engines', () => {
+test('package.json: files, a prepack that builds, the native launcher built at install, engines', () => {
   assert.deepEqual(pkg.files, ['dist/src/', 'dist/workers/', 'native/', 'man/', 'deploy/', 'docs/']);
   assert.match(pkg.scripts.prepack ?? '', /rmSync\('dist'.*&& npm run build/, 'a clean build before packing');
-  for (const s of ['preinstall', 'install', 'postinstall', 'prepare']) assert.equal(pkg.scripts[s], undefined, `no ${s} script yet`);
+  for (const s of ['preinstall', 'postinstall', 'prepare']) assert.equal(pkg.scripts[s], undefined, `no ${s} script`);
+  // The only install step: the native launcher, from source, with the system's cc and make (native/README.md).
+  assert.equal(pkg.scripts.install, 'make -s -C native');
   assert.equal(pkg.engines.node, '>=20');
   assert.equal(pkg.bin['per-user-milter'], 'dist/src/main.js');
   assert.match(fs.readFileSync(path.join(ROOT, 'src/main.ts'), 'utf8'), /^#!\/usr\/bin\/env node\n/, 'the bin has a shebang');
@@ -51,7 +53,8 @@ test('npm pack --dry-run lists the program, the manual pages, deploy/ and docs/,
   assert.deepEqual(stray, [], 'tests, benchmarks, sources or scripts in the package');
   // Every native/ source the repository has goes along (the launcher's, once it lands).
   if (fs.existsSync(path.join(ROOT, 'native'))) {
-    const native = spawnSync('git', ['ls-files', 'native'], { cwd: ROOT, encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+    // (native/.npmignore keeps the build outputs out; npm never packs it.)
+    const native = spawnSync('git', ['ls-files', 'native'], { cwd: ROOT, encoding: 'utf8' }).stdout.split('\n').filter((f) => f !== '' && f !== 'native/.npmignore');
     for (const f of native) assert.ok(files.includes(f), `native source ${f}`);
   }
 });

@@ -12,14 +12,6 @@ const root = fileURLToPath(new URL('../../../../', import.meta.url));
 /** Where a file may say it runs; each phrase starts the text after `// Runs in: `. */
 const PLACES = ['the milter process', 'tests, the bench and diagnostics', 'the runner process', 'a piscina worker thread', 'every process', 'its own process', 'its own short process'];
 
-/**
- * Files whose headers belong to work in flight in other branches this round
- * (the engine's split, issue 13; the launcher, issue 12). Each entry must
- * still lack its header: once it has one, remove it here.
- */
-const PENDING = new Set([
-  'src/filter/checks.ts', 'src/filter/fds.ts', 'src/filter/hunt.ts', 'src/filter/locate.ts', 'src/filter/privileges.ts', 'src/filter/run.ts', 'src/filter/sandbox.ts',
-]);
 
 function sources(dir: string): string[] {
   const out: string[] = [];
@@ -41,17 +33,10 @@ describe('every file says where it runs', () => {
   const files = [...sources('src'), ...sources('workers')];
 
   it('has a `// Runs in:` first line naming a process or thread', () => {
-    const missing = files.filter((f) => !PENDING.has(f) && header(f) === undefined);
+    const missing = files.filter((f) => header(f) === undefined);
     assert.deepEqual(missing, [], 'files without a `// Runs in:` first line');
     const odd = files.filter((f) => header(f) !== undefined && !PLACES.some((p) => header(f)?.startsWith(p)));
     assert.deepEqual(odd, [], `say one of: ${PLACES.join(', ')}`);
-  });
-
-  it('the list of files still pending elsewhere is exact', () => {
-    for (const f of PENDING) {
-      assert.ok(files.includes(f), `${f} is gone: remove it from PENDING`);
-      assert.equal(header(f), undefined, `${f} has its header now: remove it from PENDING`);
-    }
   });
 
   it('the two ends of the runner pipe say which end they are', () => {

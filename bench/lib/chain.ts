@@ -1,16 +1,13 @@
-// Pure builders for the launcher chain that turns the milter's process into
-// the user's filter (docs/sandbox.md says what each link buys and costs):
+// Runs in: the bench only.
 //
-//   setpriv: [sh umask shim] prlimit RLIMITS -- setpriv USER,NNP,CAPS -- FILTER
-//   bwrap:   [sh umask shim] prlimit RLIMITS -- bwrap NAMESPACES,MOUNTS -- env -u PWD -- setpriv ... -- FILTER
-//   none:    FILTER (as root: node's own uid/gid switch, primary group only)
-//
-// Node cannot set rlimits, supplementary groups or no_new_privs on a child,
-// hence the chain. Every link is an exec (~1.5 ms each, measured in bench/runner.ts).
+// The launcher chain per-user-milter used before the native launcher
+// (prlimit -> setpriv, or prlimit -> bwrap -> env -> setpriv, spawned from
+// Node), kept here as a reference point for bench/runner.ts: the "plain
+// spawn loop" the earlier recorded runs compare against.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { EnvelopeFacts, FilterSettings } from './job.js';
-import type { UserAccount } from '../users/user.js';
+import type { EnvelopeFacts, FilterSettings } from '../../src/filter/job.js';
+import type { UserAccount } from '../../src/users/user.js';
 
 export type SandboxKind = FilterSettings['sandbox'];
 export type Limits = FilterSettings['limits'];
@@ -275,4 +272,11 @@ export function sandboxWarnings(sandbox: SandboxKind, privileged: boolean, ownUi
     w.push('filter.sandbox is "none": filters run without rlimits, no_new_privs or supplementary groups (tests and unprivileged runs only)');
   }
   return w;
+}
+
+export function filterPathFor(user: UserAccount, pattern: string): string {
+  let p = pattern.replace(/%u/g, user.name);
+  if (p === '~') p = user.home;
+  else if (p.startsWith('~/')) p = path.join(user.home, p.slice(2));
+  return path.normalize(p);
 }

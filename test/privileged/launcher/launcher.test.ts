@@ -1,0 +1,232 @@
+// The native launcher on its own, as root, with real users (uids 61201..):
+// its request parser under the fuzzer, its strictness on the wire and on the
+// command line, its lifecycle (stdin, signals, a closed connection), Bcc
+// privacy between two users' filters running at once, and bwrap mode.
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test, type TestContext } from 'node:test';
+import { LAUNCHER_SOCKET_ENV, runFilter } from '../../../src/filter/run.js';
+import { LauncherConnection } from '../../../src/launcher/client.js';
+import { decodeAnswer, encodeStat, frame, FrameSplitter, MSG, TAG } from '../../../src/launcher/protocol.js';
+import { findBwrap, launcherBinary } from '../../../src/launcher/start.js';
+import { runRequest } from '../../../src/filter/run.js';
+import { lacksCommand, lacksRoot } from '../../support/require.js';
+import { isAlive, waitUntil } from '../../support/wait.js';
+import { launcherBuilt, makeWorld, settle, type World } from '../runner/world.js';
+
+const NATIVE = fileURLToPath(new URL('../../../../native/', import.meta.url));
+const isRoot = process.getuid?.() === 0;
+let w: World;
+
+before(async () => {
+  if (isRoot && launcherBuilt()) {
+    w = makeWorld('launcher', 61201);
+    await w.launch();
+  }
+});
+after(async () => {
+  await w?.cleanup();
+});
+
+function needs(t: TestContext): boolean {
+  if (lacksRoot(t)) return true;
+  if (!launcherBuilt()) {
+    lacksCommand(t, 'per-user-milter-launcher-is-not-built', 'gcc make (npm ci builds native/)');
+    return true;
+  }
+  return false;
+}
+
+/** Sends raw bytes on a fresh connection; resolves with the answers and whether the launcher closed it. */
+function exchange(bytes: Buffer, waitMs = 1000): Promise<{ answers: ReturnType<typeof decodeAnswer>[]; closed: boolean }> {
+  return new Promise((resolve) => {
+    const s = net.createConnection(process.env[LAUNCHER_SOCKET_ENV] as string);
+    const frames = new FrameSplitter();
+    const answers: ReturnType<typeof decodeAnswer>[] = [];
+    let closed = false;
+    s.on('data', (c: Buffer) => answers.push(...frames.push(c).map(decodeAnswer)));
+    s.on('close', () => {
+      closed = true;
+    });
+    s.on('error', () => undefined);
+    s.on('connect', () => s.write(bytes));
+    setTimeout(() => {
+      s.destroy();
+      resolve({ answers, closed });
+    }, waitMs);
+  });
+}
+
+describe('the request parser', () => {
+  test('fuzzed under ASan and UBSan (seeded, 200k inputs plus every truncation of the valid corpus): no crash', (t) => {
+    if (lacksCommand(t, 'make', 'make') || lacksCommand(t, 'gcc', 'gcc')) return;
+    execFileSync('make', ['-s', '-C', NATIVE, 'fuzz'], { stdio: 'pipe' });
+    const r = spawnSync(path.join(NATIVE, 'fuzz/fuzz-request'), ['-runs=200000', '-seed=12', path.join(NATIVE, 'fuzz/corpus')], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /6 corpus frames \(5 prefixes accepted\), 200000 generated inputs, \d+ accepted in all, no crash/);
+  });
+});
+
+describe('the wire', () => {
+  test('a malformed request gets FAILED (with its id) and its connection closed; other connections go on', async (t) => {
+    if (needs(t)) return;
+    const u = w.users.a;
+    const good = await LauncherConnection.connect(process.env[LAUNCHER_SOCKET_ENV] as string);
+    try {
+      const cases: Array<[string, Buffer]> = [
+        ['unknown tag', frame(MSG.STAT, [[TAG.id, 5], [TAG.program, 'filter'], [99, 'x']])],
+        ['uid 0', frame(MSG.STAT, [[TAG.id, 5], [TAG.program, 'filter'], [TAG.user, 'root'], [TAG.uid, 0], [TAG.gid, 1], [TAG.groups, ''], [TAG.home, '/root']])],
+        ['a sign', frame(MSG.STAT, [[TAG.id, 5], [TAG.program, 'filter'], [TAG.user, 'x'], [TAG.uid, '+61201'], [TAG.gid, 1], [TAG.groups, ''], [TAG.home, '/']])],
+        ['a home with ..', frame(MSG.STAT, [[TAG.id, 5], [TAG.program, 'filter'], [TAG.user, 'x'], [TAG.uid, 61201], [TAG.gid, 1], [TAG.groups, ''], [TAG.home, '/home/../etc']])],
+        ['a repeated tag', frame(MSG.STAT, [[TAG.id, 5], [TAG.id, 6]])],
+        ['a missing tag', frame(MSG.STAT, [[TAG.id, 5], [TAG.program, 'filter']])],
+      ];
+      for (const [what, bytes] of cases) {
+        const { answers, closed } = await exchange(bytes, 300);
+        assert.equal(closed, true, `${what}: connection closed`);
+        assert.equal(answers.length, 1, `${what}: ${JSON.stringify(answers)}`);
+        assert.equal(answers[0]?.type, 'failed');
+        assert.equal(answers[0]?.id, 5);
+      }
+      // No id parsed, or a frame over 1 MiB: closed without an answer.
+      for (const bytes of [frame(MSG.RUN, [[TAG.id, 'x']]), Buffer.from([0x00, 0x20, 0x00, 0x00, 0x01])]) {
+        const { answers, closed } = await exchange(bytes, 300);
+        assert.deepEqual(answers, []);
+        assert.equal(closed, true);
+      }
+      // Meanwhile the good connection still works.
+      const a = await good.stat({ program: 'filter', user: u.name, uid: u.uid, gid: u.gid, groups: u.groups, home: u.home });
+      assert.equal(a.type, 'checked');
+    } finally {
+      good.close();
+    }
+  });
+
+  test('a uid outside --min-uid..--max-uid is refused (FAILED), the connection stays', async (t) => {
+    if (needs(t)) return;
+    const { answers, closed } = await exchange(encodeStat(3, { program: 'filter', user: 'nobody', uid: 65534, gid: 65534, groups: [], home: '/nonexistent' }), 300);
+    assert.equal(answers[0]?.type, 'failed');
+    assert.match(answers[0]?.type === 'failed' ? answers[0].text : '', /outside --min-uid/);
+    assert.equal(closed, false);
+  });
+
+  test('only the client uid may talk to it (SO_PEERCRED)', async (t) => {
+    if (needs(t)) return;
+    // This test runs as root: a launcher serving uid 61201 must hang up on us.
+    const spool = fs.mkdtempSync('/var/lib/pumrun-peer-');
+    fs.chownSync(spool, 61201, 61201);
+    const { startLauncher } = await import('../../../src/launcher/start.js');
+    const l = await startLauncher({ socket: path.join(spool, 's'), spool, clientUid: 61201, minUid: 61201, maxUid: 61299, filterPath: '~/.user-milter', rcptPath: '', defaultPath: '', cgroup: 'none', bwrap: '' }, { onStderr: () => undefined });
+    try {
+      const c = await LauncherConnection.connect(path.join(spool, 's'));
+      await assert.rejects(c.stat({ program: 'filter', user: 'x', uid: 61201, gid: 61201, groups: [], home: '/' }), /closed|EPIPE|ECONNRESET/);
+      assert.equal(fs.statSync(path.join(spool, 's')).uid, 61201, 'the socket belongs to the client uid');
+      assert.equal(fs.statSync(path.join(spool, 's')).mode & 0o777, 0o600);
+    } finally {
+      await l.stop();
+      fs.rmSync(spool, { recursive: true, force: true });
+    }
+  });
+
+  test('strict command line: an unknown option, a missing value, a signed number exit 2', (t) => {
+    if (needs(t)) return;
+    for (const args of [['--bogus', 'x'], ['--socket'], ['--socket', '/s', '--spool', '/d', '--client-uid', '+1', '--min-uid', '1', '--max-uid', '2', '--filter-path', '~/.f']]) {
+      const r = spawnSync(launcherBinary(), args, { encoding: 'utf8' });
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /^per-user-milter-launcher: /);
+    }
+  });
+});
+
+describe('lifecycle', () => {
+  test('SIGTERM, SIGINT, SIGHUP are ignored; a closed client connection kills its runs; end of stdin kills every run and exits', async (t) => {
+    if (needs(t)) return;
+    const launcher = await w.launch();
+    const u = w.users.a;
+    w.install(u, 'sleeper');
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.kill(launcher.pid, sig);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(isAlive(launcher.pid), 'still running after the signals');
+    // A connection of our own with a run in flight, then closed.
+    const c = await LauncherConnection.connect(process.env[LAUNCHER_SOCKET_ENV] as string);
+    const pending = c.run(runRequest(w.job(u, w.message(), { timeout: 60_000 })));
+    pending.catch(() => undefined);
+    await waitUntil('the filter to start', () => w.processesOf(u.uid).length >= 2);
+    c.close();
+    assert.deepEqual(await settle(w, u.uid, 3000), [], 'the closed connection\'s run was killed');
+    // Again through runFilter, then the launcher's stdin ends.
+    const run = runFilter(w.job(u, w.message(), { timeout: 60_000 }));
+    run.catch(() => undefined);
+    await waitUntil('the filter to start', () => w.processesOf(u.uid).length >= 2);
+    assert.match(await launcher.stop(), /exited with status 0/);
+    await assert.rejects(run, /launcher/);
+    assert.deepEqual(await settle(w, u.uid, 3000), []);
+    await w.launch();
+  });
+});
+
+describe('Bcc privacy', () => {
+  test('two users\' filters for the same message run at once and see none of each other\'s processes; no command line names a user or a home', async (t) => {
+    if (needs(t) || lacksCommand(t, 'ps', 'procps')) return;
+    const launcher = await w.launch();
+    const a = w.users.a;
+    const b = w.users.b;
+    // Each waits until both run (a file each in a shared 1777-free place they can both reach: their own homes, read by the test),
+    // then lists every process it can see.
+    const lister = (me: World['users']['a']) =>
+      `#!/bin/sh\ncat >/dev/null\ntouch ${me.home}/running\nn=0; while [ ! -e ${me.home}/go ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n` +
+      `ps -eo user:20,args | sed 1d\necho "--- proc"\nfor p in /proc/[0-9]*; do stat -c %u "$p" 2>/dev/null; done | sort -u\n`;
+    for (const u of [a, b]) {
+      fs.rmSync(path.join(u.home, 'running'), { force: true });
+      fs.rmSync(path.join(u.home, 'go'), { force: true });
+      fs.writeFileSync(w.install(u, 'trivial'), lister(u));
+    }
+    const msg = w.message();
+    const runs = [runFilter(w.job(a, msg)), runFilter(w.job(b, msg))];
+    await waitUntil('both filters to run', () => fs.existsSync(path.join(a.home, 'running')) && fs.existsSync(path.join(b.home, 'running')));
+    // Meanwhile, from outside: what any local user would see of the launcher.
+    const cmd = fs.readFileSync(`/proc/${launcher.pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+    for (const u of [a, b]) fs.writeFileSync(path.join(u.home, 'go'), '');
+    const [ra, rb] = await Promise.all(runs);
+    for (const [r, me, other] of [[ra, a, b], [rb, b, a]] as const) {
+      assert.equal(r?.outcome, 'accept', r?.log);
+      const [psPart, procPart] = (r?.log ?? '').split('--- proc');
+      assert.match(psPart ?? '', new RegExp(me.name), 'sees its own processes');
+      assert.doesNotMatch(psPart ?? '', new RegExp(other.name), `${me.name} sees nothing of ${other.name}`);
+      assert.deepEqual((procPart ?? '').trim().split('\n').map((l) => l.trim()).filter((l) => /^\d+$/.test(l)), [String(me.uid)], 'only its own uid in /proc');
+    }
+    for (const u of [a, b]) {
+      assert.ok(!cmd.includes(u.name) && !cmd.includes(u.home), `launcher command line: ${cmd}`);
+    }
+  });
+});
+
+describe('bwrap mode', () => {
+  test('writable private /tmp (1777), its own pid namespace, arguments through a descriptor: bwrap\'s command line names no user or home', async (t) => {
+    if (needs(t) || lacksCommand(t, 'bwrap', 'bubblewrap')) return;
+    await w.launch();
+    const u = w.users.b;
+    fs.rmSync(path.join(u.home, 'go'), { force: true });
+    fs.writeFileSync(w.install(u, 'trivial'),
+      `#!/bin/sh\ncat >/dev/null\ntouch ${u.home}/running\nn=0; while [ ! -e ${u.home}/go ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n` +
+      `echo "tmp=$(stat -c %a /tmp) pid=$$"; echo hello > /tmp/x && echo "wrote=$(cat /tmp/x)"; ls /tmp\n`);
+    fs.rmSync(path.join(u.home, 'running'), { force: true });
+    const run = runFilter(w.job(u, w.message(), { sandbox: 'bwrap' }));
+    await waitUntil('the filter to run', () => fs.existsSync(path.join(u.home, 'running')));
+    const bwrapLines = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.trim().startsWith(findBwrap()));
+    fs.writeFileSync(path.join(u.home, 'go'), '');
+    const r = await run;
+    assert.equal(r.outcome, 'accept', r.log);
+    assert.match(r.log, /tmp=1777 pid=\d\b/, 'writable private /tmp, a pid namespace (a small pid)');
+    assert.match(r.log, /wrote=hello\nx\n/, 'only its own file in /tmp');
+    assert.ok(bwrapLines.length > 0, 'bwrap was running');
+    for (const l of bwrapLines) {
+      assert.match(l, /--args 3/);
+      assert.ok(!l.includes(u.name) && !l.includes(u.home), `bwrap command line: ${l}`);
+    }
+  });
+});
