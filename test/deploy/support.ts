@@ -170,15 +170,16 @@ export interface Serve {
 }
 
 /**
- * Starts `node dist/src/main.js serve ARGS` (optionally behind a launcher
- * such as setpriv), collects its output, and resolves once `ready` says so.
+ * Starts `node dist/src/main.js serve ARGS` (or `command serve ARGS`, e.g.
+ * an installed per-user-milter; optionally behind a launcher such as
+ * setpriv), collects its output, and resolves once `ready` says so.
  */
 export async function startServe(
   t: TestContext,
   args: string[],
-  opts: { launcher?: string[]; ready: () => Promise<boolean>; env?: NodeJS.ProcessEnv; timeoutMs?: number },
+  opts: { launcher?: string[]; command?: string[]; ready: () => Promise<boolean>; env?: NodeJS.ProcessEnv; timeoutMs?: number },
 ): Promise<Serve> {
-  const argv = [...(opts.launcher ?? []), process.execPath, MAIN_JS, 'serve', ...args];
+  const argv = [...(opts.launcher ?? []), ...(opts.command ?? [process.execPath, MAIN_JS]), 'serve', ...args];
   const [file, ...rest] = argv as [string, ...string[]];
   const child = spawn(file, rest, { cwd: ROOT, env: opts.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
