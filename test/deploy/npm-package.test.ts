@@ -13,21 +13,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { lacksCommand, lacksRoot } from '../support/require.js';
-import { ROOT, ensureUser, freePort, tmpDir } from './support.js';
+import { ROOT, cleanCopy, ensureUser, freePort, tmpDir } from './support.js';
 import { UNIT_TEXT, filtersRunAsTheirUsers } from './privileges.js';
 
 const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
-
-/** The repository's files as a clean clone has them (tracked, plus new files not ignored), copied to `dir`. */
-export function cleanCopy(dir: string): void {
-  const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: ROOT, encoding: 'utf8' })
-    .split('\0').filter((f) => f !== '' && fs.existsSync(path.join(ROOT, f)));
-  for (const f of files) {
-    fs.mkdirSync(path.join(dir, path.dirname(f)), { recursive: true });
-    fs.copyFileSync(path.join(ROOT, f), path.join(dir, f));
-    fs.chmodSync(path.join(dir, f), fs.statSync(path.join(ROOT, f)).mode & 0o777);
-  }
-}
 
 function run(cmd: string, args: string[], cwd: string, timeout = 300_000): string {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout, env: { ...process.env, npm_config_update_notifier: 'false' } });

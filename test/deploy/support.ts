@@ -58,6 +58,17 @@ export function lacksServe(t: TestContext): boolean {
   return true;
 }
 
+/** The repository's files as a clean clone has them (tracked, plus new files not ignored), copied to `dir`. */
+export function cleanCopy(dir: string): void {
+  const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: ROOT, encoding: 'utf8' })
+    .split('\0').filter((f) => f !== '' && fs.existsSync(path.join(ROOT, f)));
+  for (const f of files) {
+    fs.mkdirSync(path.join(dir, path.dirname(f)), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, f), path.join(dir, f));
+    fs.chmodSync(path.join(dir, f), fs.statSync(path.join(ROOT, f)).mode & 0o777);
+  }
+}
+
 /** A fresh temporary directory, removed when test `t` ends. */
 export function tmpDir(t: TestContext, prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pumops-${prefix}-`));
