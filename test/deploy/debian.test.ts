@@ -138,6 +138,10 @@ test('dpkg-buildpackage builds a lintian-clean package that installs, serves as 
 
   // The installed unit's ExecStart, as systemd starts it.
   const unit = parseUnit(fs.readFileSync(UNIT, 'utf8'));
+  // Its Documentation= files are installed, uncompressed.
+  const docs = (unit.get('Unit')?.get('Documentation') ?? []).flatMap((d) => d.split(/\s+/)).filter((d) => d.startsWith('file:'));
+  assert.ok(docs.length > 0);
+  for (const d of docs) assert.ok(fs.existsSync(d.slice('file:'.length)), `the unit's Documentation= ${d}`);
   const [exe, ...args] = (one(unit, 'ExecStart') ?? '').split(/\s+/);
   assert.equal(exe, `/usr/bin/${PKG}`);
   assert.equal(args[0], 'serve');

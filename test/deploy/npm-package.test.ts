@@ -1,8 +1,13 @@
 // The npm route (README "Setting it up"): on a clean copy of the repository,
-// `npm ci` and `npm pack` make the tarball; `npm install -g --prefix DIR
-// --offline` turns it into a per-user-milter command from nothing but the
-// npm cache (`npm ci` filled it) and the machine's cc and make, which build
-// the native launcher from the packed sources. The installed command then
+// `npm ci --offline` (from the cache CI's own `npm ci` filled) and `npm pack`
+// make the tarball; `npm install -g --prefix DIR` turns it into a
+// per-user-milter command, with the machine's cc and make building the
+// native launcher from the packed sources. That install resolves the
+// dependencies' version ranges, for which it needs the registry's package
+// documents: `npm ci` caches only the tarballs its lockfile names, so a
+// strictly --offline install fails with ENOTCACHED on a fresh machine;
+// --prefer-offline takes the tarballs from the cache and asks the registry
+// for the rest. The installed command then
 // answers --version, passes check-config, and serves as root with the
 // systemd unit's bounding set: a message runs its recipient's real filter as
 // that user through the installed launcher, and SIGTERM ends it with 0.
@@ -24,7 +29,7 @@ function run(cmd: string, args: string[], cwd: string, timeout = 300_000): strin
   return r.stdout;
 }
 
-test('npm pack on a clean clone, npm install -g --offline into a prefix: the installed command works and serves', { timeout: 600_000 }, async (t) => {
+test('npm pack on a clean clone, npm install -g into a prefix: the installed command works and serves', { timeout: 600_000 }, async (t) => {
   if (lacksRoot(t) || lacksCommand(t, 'npm', 'nodejs') || lacksCommand(t, 'cc', 'gcc') || lacksCommand(t, 'make', 'make')
     || lacksCommand(t, 'setpriv', 'util-linux') || lacksCommand(t, 'git', 'git')) return;
   const work = tmpDir(t, 'npm');
@@ -45,7 +50,7 @@ test('npm pack on a clean clone, npm install -g --offline into a prefix: the ins
   const prefix = path.join(work, 'prefix');
   // --allow-scripts: npm 11 asks global installs to name the packages whose
   // install script may run (ours builds the launcher); older npm ignores it.
-  run('npm', ['install', '-g', '--prefix', prefix, '--offline', '--no-audit', '--no-fund', `--allow-scripts=${pkg.name}`, tarball], work);
+  run('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', `--allow-scripts=${pkg.name}`, tarball], work);
   const bin = path.join(prefix, 'bin', 'per-user-milter');
   const installed = path.join(prefix, 'lib', 'node_modules', pkg.name);
   assert.ok(fs.statSync(path.join(installed, 'native/per-user-milter-launcher')).mode & 0o100, 'the launcher was built at install');
