@@ -831,8 +831,6 @@ static const char *refused(const struct request *rq)
 		return "uid outside --min-uid..--max-uid";
 	if (g_privileged && rq->uid == opt.client_uid)
 		return "uid is the client's";
-	if (rq->type == MSG_RUN && rq->program == PROG_RCPT && !opt.rcpt_path)
-		return "no --rcpt-path";
 	if (nruns >= MAX_RUNS)
 		return "too many runs at once";
 	return NULL;
