@@ -59,9 +59,9 @@ const base = {
   },
   recipients: {
     localMailers: {
-      doc: 'A recipient whose {rcpt_mailer} macro (Postfix: the transport name) is one of these is local, if it resolves to a user',
+      doc: 'A recipient whose {rcpt_mailer} macro (Postfix: the transport name) is one of these is local, if it resolves to a user; lmtp and virtual make Dovecot-LMTP and virtual-transport set-ups work out of the box',
       format: 'string-list',
-      default: ['local'],
+      default: ['local', 'lmtp', 'virtual'],
     },
     localDomains: {
       doc: 'A recipient in one of these domains is local (for MTAs or set-ups without {rcpt_mailer})',

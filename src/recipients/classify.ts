@@ -62,9 +62,24 @@ export type Recipient = LocalRecipient | NonLocalRecipient;
 
 export interface ClassifierOptions {
   recipients: RecipientSettings;
-  /** Answers null for root and accounts below users.minUid, so they are never local. */
+  /** Answers null for root and accounts outside users.minUid..maxUid, so they are never local. */
   users: UserLookup;
+  /**
+   * Told when a recipient names a user but came with a `{rcpt_mailer}` that
+   * is not in `recipients.localMailers` (and is not one of the MTAs' relay
+   * mailers): most likely a local transport the administrator has not listed
+   * (a `dovecot` pipe, `lmtp-private`), so that user's filter never runs.
+   */
+  onUnmatchedMailer?: (mailer: string, user: string) => void;
 }
+
+/**
+ * The MTAs' own mailers for mail that leaves the host (Postfix's smtp and
+ * relay transports, Sendmail's esmtp family): a recipient routed through one
+ * of them is remote even when its local part happens to name a local user,
+ * so it is not reported as an unmatched local mailer.
+ */
+export const RELAY_MAILERS: readonly string[] = ['smtp', 'relay', 'esmtp', 'smtp8', 'dsmtp', 'error', 'discard'];
 
 export class RecipientClassifier {
   private opts: ClassifierOptions;
@@ -118,6 +133,7 @@ export class RecipientClassifier {
       extension = argSplit.extension;
     } else {
       if (!byMailer && !byDomain) {
+        if (mailer) await this.noteUnmatchedMailer(mailer, input.rcptAddr ? rcptAddrUser(input.rcptAddr) : parsed.localPart);
         return nonLocal(rcpt, mailer ? `mailer ${mailer} not local` : `domain ${domain || '(none)'} not local`);
       }
       const source = input.rcptAddr ? rcptAddrUser(input.rcptAddr) : parsed.localPart;
@@ -130,7 +146,7 @@ export class RecipientClassifier {
 
     if (!isPlausibleUserName(name)) return nonLocal(rcpt, `not a user name: ${JSON.stringify(name)}`);
     const user = await users.lookup(name);
-    if (user === null) return nonLocal(rcpt, `no such user ${name} (or root, or below users.minUid)`);
+    if (user === null) return nonLocal(rcpt, `no such user ${name} (or root, or outside users.minUid..maxUid)`);
     return {
       kind: 'local',
       user,
@@ -140,6 +156,21 @@ export class RecipientClassifier {
       extension: extension.toLowerCase(),
       domain,
     };
+  }
+
+  /**
+   * A recipient that is not local by its mailer: does it name a user all the
+   * same? Then the mailer is probably a local transport missing from
+   * recipients.localMailers. A failed lookup is not worth a 451 here (the
+   * recipient is not local either way): it is simply not reported.
+   */
+  private async noteUnmatchedMailer(mailer: string, source: string): Promise<void> {
+    const report = this.opts.onUnmatchedMailer;
+    if (report === undefined || RELAY_MAILERS.includes(mailer.toLowerCase())) return;
+    const name = splitExtension(source, this.opts.recipients.delimiter).base.toLowerCase();
+    if (!isPlausibleUserName(name)) return;
+    const user = await this.opts.users.lookup(name).catch(() => null);
+    if (user !== null) report(mailer, user.name);
   }
 }
 
