@@ -10,7 +10,7 @@
 // (recipientFailure), from DATA to end of message it ends the message with
 // its 451 4.3.x, log line and counters (ourFailure) and removes the spool file.
 import type { ConnectionContext, ConnectFamily, CustomReply, EomResult, MilterHandler, StepResult } from '../milter/application.js';
-import { stripBrackets, TransactionRecipients } from '../recipients/index.js';
+import { localsOf, stripBrackets, TransactionRecipients } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
 import { decideOversize, mustSplit, OVERSIZE_REPLY, SPLIT_REPLY } from '../policy/index.js';
 import { SMFIP_HDR_LEADSPC } from '../milter/constants.js';
@@ -77,18 +77,27 @@ export class PerUserHandler implements MilterHandler {
         rcptMailer: this.conn.macros.get('{rcpt_mailer}'),
         rcptAddr: this.conn.macros.get('{rcpt_addr}'),
       });
-      if (recipient.kind === 'local') {
-        const withFilter = tx.filtered.has(recipient.user.name) || (await this.app.hasFilter(recipient.user));
-        if (mustSplit({ mixed: tx.config.policy.mixed, filteredUsers: tx.filtered, user: recipient.user.name, hasFilter: withFilter })) {
-          this.conn.log.debug({ rcpt: recipient.rcpt, user: recipient.user.name }, 'split: deferring recipient to its own transaction');
+      const locals = localsOf(recipient);
+      if (locals.length > 0) {
+        // Which of the users behind this RCPT have a say (asked once per user and transaction).
+        const filtered: string[] = [];
+        for (const l of locals) {
+          if (tx.filtered.has(l.user.name) || (await this.app.hasFilter(l.user))) filtered.push(l.user.name);
+        }
+        const fresh = filtered.filter((u) => !tx.filtered.has(u));
+        if (fresh.length > 0 && mustSplit({ mixed: tx.config.policy.mixed, filteredUsers: tx.filtered, user: fresh[0] as string, hasFilter: true })) {
+          this.conn.log.debug({ rcpt, users: fresh }, 'split: deferring recipient to its own transaction');
           return customReply(SPLIT_REPLY);
         }
-        if (withFilter) tx.filtered.add(recipient.user.name);
-      } else {
+        for (const u of filtered) tx.filtered.add(u);
+        if (recipient.kind === 'alias') {
+          this.conn.log.debug({ rcpt, users: locals.map((l) => l.user.name), nonLocalTargets: recipient.nonLocalTargets }, 'alias recipient');
+        }
+      } else if (recipient.kind === 'nonlocal') {
         this.conn.log.debug({ rcpt: recipient.rcpt, reason: recipient.reason }, 'non-local recipient');
       }
       tx.recipients.add(recipient);
-      this.app.metrics.recipient(recipient.kind === 'local' ? 'local' : 'nonlocal');
+      this.app.metrics.recipient(locals.length > 0 ? 'local' : 'nonlocal');
       return 'continue';
     } catch (err) {
       return recipientFailure(this.app, this.conn, tx, rcpt, err);

@@ -97,7 +97,7 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
   }
   if (failed.length > 0) return { reply: ourFailure(app, conn, tx, failure, since, { results, failed }) };
 
-  const decision = decide(users, tx.recipients.nonLocalCount, policySettings(config));
+  const decision = decide(users, tx.recipients.nonLocalCount, policySettings(config), tx.recipients.keptRcpts);
   answered(app, conn, tx, {
     action: decision.action,
     since,

@@ -58,8 +58,21 @@ export function voteOf(outcome: Outcome, onError: PolicySettings['onError']): Vo
   }
 }
 
-/** The verdict itself, ignoring dry-run. */
-export function verdictOf(users: readonly UserVerdict[], nonLocalCount: number, settings: PolicySettings): Verdict {
+/**
+ * The RCPTs drop-rejecters removes: each RCPT whose every user rejected
+ * (an alias RCPT reaching an accepting user stays), except those in `kept`
+ * (aliases that also lead to non-local targets).
+ */
+export function rcptsToDrop(users: readonly UserVerdict[], kept: ReadonlySet<string> = new Set()): string[] {
+  const all = new Map<string, boolean>();
+  for (const u of users) {
+    for (const rcpt of u.rcpts) all.set(rcpt, (all.get(rcpt) ?? true) && u.outcome === 'reject');
+  }
+  return [...all].filter(([rcpt, everyoneRejected]) => everyoneRejected && !kept.has(rcpt)).map(([rcpt]) => rcpt);
+}
+
+/** The verdict itself, ignoring dry-run. `kept`: RCPTs never dropped (see rcptsToDrop). */
+export function verdictOf(users: readonly UserVerdict[], nonLocalCount: number, settings: PolicySettings, kept?: ReadonlySet<string>): Verdict {
   const votes = users.map((u) => voteOf(u.outcome, settings.onError));
   const acceptLike = votes.includes('accept') || (settings.nonLocal === 'accept' && nonLocalCount > 0);
   if (!acceptLike) {
@@ -78,7 +91,7 @@ export function verdictOf(users: readonly UserVerdict[], nonLocalCount: number, 
     return { action: 'accept' };
   }
   if (settings.mixed === 'drop-rejecters') {
-    const dropRcpts = users.filter((u) => u.outcome === 'reject').flatMap((u) => u.rcpts);
+    const dropRcpts = rcptsToDrop(users, kept);
     if (dropRcpts.length > 0) return { action: 'accept', dropRcpts };
   }
   return { action: 'accept' };
@@ -90,8 +103,8 @@ export function verdictOf(users: readonly UserVerdict[], nonLocalCount: number, 
  * `policy.dryRun` the action is always accept, with the real verdict in
  * `dryRunWouldBe` for logs and metrics.
  */
-export function decide(users: readonly UserVerdict[], nonLocalCount: number, settings: PolicySettings): Decision {
-  const verdict = verdictOf(users, nonLocalCount, settings);
+export function decide(users: readonly UserVerdict[], nonLocalCount: number, settings: PolicySettings, kept?: ReadonlySet<string>): Decision {
+  const verdict = verdictOf(users, nonLocalCount, settings, kept);
   if (settings.dryRun) return { action: 'accept', dryRunWouldBe: verdict };
   return verdict;
 }

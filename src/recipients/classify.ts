@@ -15,10 +15,12 @@ import type { Config } from '../config/schema.js';
 import type { UserAccount } from '../users/user.js';
 import { isPlausibleUserName } from '../users/resolve.js';
 import { parseAddress, rcptAddrUser, splitExtension } from './address.js';
+import { aliasKeys, CachedTables, expandAlias, openAliasTable } from './aliases.js';
 import { RecipientMap } from './map.js';
 
-/** `recipients.*` of the configuration. */
-export type RecipientSettings = Pick<Config['recipients'], 'localMailers' | 'localDomains' | 'delimiter' | 'map'>;
+/** `recipients.*` of the configuration (aliasMaps optional: none). */
+export type RecipientSettings = Pick<Config['recipients'], 'localMailers' | 'localDomains' | 'delimiter' | 'map'> &
+  Partial<Pick<Config['recipients'], 'aliasMaps'>>;
 
 /** What the classifier needs from the user resolver (src/users/resolve.ts). */
 export interface UserLookup {
@@ -58,7 +60,27 @@ export interface NonLocalRecipient {
   reason: string;
 }
 
-export type Recipient = LocalRecipient | NonLocalRecipient;
+/**
+ * A RCPT that recipients.aliasMaps expanded: the local users behind it
+ * (each once, with the address the alias led to as their RECIPIENT) and how
+ * many targets behind it are not local users. SMFIR_DELRCPT removes `rcpt`
+ * only when every user behind it rejected and nothing else is behind it.
+ */
+export interface AliasRecipient {
+  kind: 'alias';
+  rcpt: string;
+  /** The users behind the alias; `rcpt` of each is the alias RCPT as sent. */
+  locals: LocalRecipient[];
+  /** Targets that are not local users (remote addresses, unknown names); programs and files are not counted. */
+  nonLocalTargets: number;
+}
+
+export type Recipient = LocalRecipient | NonLocalRecipient | AliasRecipient;
+
+/** The local users a classified RCPT reaches (none for a non-local one). */
+export function localsOf(r: Recipient): LocalRecipient[] {
+  return r.kind === 'local' ? [r] : r.kind === 'alias' ? r.locals : [];
+}
 
 export interface ClassifierOptions {
   recipients: RecipientSettings;
@@ -84,10 +106,12 @@ export const RELAY_MAILERS: readonly string[] = ['smtp', 'relay', 'esmtp', 'smtp
 export class RecipientClassifier {
   private opts: ClassifierOptions;
   private map: RecipientMap;
+  private aliases: CachedTables;
 
   private constructor(opts: ClassifierOptions, map: RecipientMap) {
     this.opts = opts;
     this.map = map;
+    this.aliases = new CachedTables((opts.recipients.aliasMaps ?? []).map(openAliasTable));
   }
 
   /** Builds a classifier, reading `recipients.map` if set (throws PumError PUM_ERR_TABLE). */
@@ -102,6 +126,7 @@ export class RecipientClassifier {
   async reload(opts: ClassifierOptions): Promise<void> {
     this.map = await RecipientMap.load(opts.recipients.map);
     this.opts = opts;
+    this.aliases = new CachedTables((opts.recipients.aliasMaps ?? []).map(openAliasTable));
   }
 
   async classify(input: RcptInput): Promise<Recipient> {
@@ -125,6 +150,11 @@ export class RecipientClassifier {
       if (input.rcptAddr) keys.push(rcptAddrUser(input.rcptAddr));
     }
     const mapped = this.map.lookup(keys);
+
+    if (mapped === undefined && this.aliases.tables.length > 0) {
+      const alias = await this.expand(rcpt, parsed.localPart, domain, localByRoute);
+      if (alias !== null) return alias;
+    }
 
     let name: string;
     let extension: string;
@@ -156,6 +186,56 @@ export class RecipientClassifier {
       extension: extension.toLowerCase(),
       domain,
     };
+  }
+
+  /**
+   * recipients.aliasMaps: the users behind `rcpt` when a table knows it,
+   * else null. A leaf with a domain is local when the domain is in
+   * recipients.localDomains, or is the RCPT's own domain and the RCPT was
+   * local anyway; a leaf without one is a local name. Table failures throw
+   * (PUM_ERR_TABLE): the RCPT is tempfailed, never taken for "not an alias".
+   */
+  private async expand(rcpt: string, localPart: string, domain: string, localByRoute: boolean): Promise<Recipient | null> {
+    const settings = this.opts.recipients;
+    const localDomains = settings.localDomains.map((d) => d.toLowerCase());
+    const keysOf = (address: string): string[] => {
+      const p = parseAddress(address);
+      const d = p.domain.toLowerCase();
+      const local = d === '' || localDomains.includes(d) || (localByRoute && d === domain);
+      return aliasKeys({ localPart: p.localPart, base: splitExtension(p.localPart, settings.delimiter).base, domain: d }, local);
+    };
+    const start = domain === '' ? localPart : `${localPart}@${domain}`;
+    const expansion = await expandAlias(this.aliases, start, keysOf);
+    if (!expansion.expanded) return null;
+    const locals: LocalRecipient[] = [];
+    let nonLocalTargets = 0;
+    for (const leaf of expansion.leaves) {
+      const p = parseAddress(leaf.target);
+      const d = p.domain.toLowerCase();
+      const local = d === '' || localDomains.includes(d) || (localByRoute && d === domain);
+      const split = splitExtension(p.localPart, settings.delimiter);
+      const name = split.base.toLowerCase();
+      const user = local && isPlausibleUserName(name) ? await this.opts.users.lookup(name) : null;
+      if (user === null) {
+        nonLocalTargets++;
+        continue;
+      }
+      if (locals.some((l) => l.user.name === user.name)) continue;
+      const leafDomain = d !== '' ? d : domain;
+      locals.push({
+        kind: 'local',
+        user,
+        rcpt,
+        address: leafDomain !== '' ? `${p.localPart}@${leafDomain}` : p.localPart,
+        localPart: p.localPart.toLowerCase(),
+        extension: split.extension.toLowerCase(),
+        domain: leafDomain,
+      });
+    }
+    if (locals.length === 0) {
+      return nonLocal(rcpt, `alias of ${expansion.leaves.length} address(es), none a local user`);
+    }
+    return { kind: 'alias', rcpt, locals, nonLocalTargets };
   }
 
   /**

@@ -49,7 +49,7 @@ const ARROWS: ReadonlyArray<readonly [area: string, arrow: Arrow]> = [
       why: 'one connection of per-user-milter: envelope, spool, verdict',
     },
   ],
-  ['src/recipients/', { imports: ['src/users/'], types: ['src/config/'], node: true, why: 'RCPT → local user or not' }],
+  ['src/recipients/', { imports: ['src/users/'], types: ['src/config/'], node: true, packages: ['execa'], why: 'RCPT → local user or not; alias tables through postmap' }],
   ['src/users/', { imports: [], node: true, why: 'NSS or passwd-file lookups' }],
   ['src/spool/', { imports: [], node: true, why: 'the message on disk' }],
   ['src/policy/', { imports: ['src/milter/replies.ts'], types: ['src/config/', 'src/filter/job.ts'], node: false, why: 'verdicts: pure functions (SMTP reply rules from the engine)' }],

@@ -154,3 +154,16 @@ test('policySettings picks policy.* and filter.onError', () => {
   });
   assert.deepEqual(s, { ...DEFAULTS, mixed: 'split', onError: 'tempfail' });
 });
+
+test('drop-rejecters with an alias RCPT: removed only when every user behind it rejected, and never when it also leads elsewhere', async () => {
+  const { rcptsToDrop } = await import('../../../src/policy/aggregate.js');
+  const v = (user: string, outcome: Outcome, rcpts: string[]): UserVerdict => ({ user, outcome, replyText: '', rcpts });
+  // team -> alice, bob. bob accepts: team stays; alice's own address goes.
+  assert.deepEqual(rcptsToDrop([v('alice', 'reject', ['<team@x>', '<alice@x>']), v('bob', 'accept', ['<team@x>'])]), ['<alice@x>']);
+  // both reject: team goes.
+  assert.deepEqual(rcptsToDrop([v('alice', 'reject', ['<team@x>']), v('bob', 'reject', ['<team@x>'])]), ['<team@x>']);
+  // both reject but team also reaches a remote address: kept.
+  assert.deepEqual(rcptsToDrop([v('alice', 'reject', ['<team@x>']), v('bob', 'reject', ['<team@x>'])], new Set(['<team@x>'])), []);
+  const d = decide([v('alice', 'reject', ['<team@x>']), v('bob', 'accept', ['<team@x>'])], 0, { ...DEFAULTS, mixed: 'drop-rejecters' });
+  assert.deepEqual(d, { action: 'accept' });
+});
