@@ -135,6 +135,7 @@ export function logMessage(
     ...(extra.note ? { note: extra.note } : {}),
     ...(extra.dryRunWouldBe ? { dryRunWouldBe: extra.dryRunWouldBe } : {}),
     ...(extra.dropped && extra.dropped.length > 0 ? { dropped: extra.dropped } : {}),
+    ...(tx.dryRunDeferred.length > 0 ? { dryRunDeferred: tx.dryRunDeferred } : {}),
     ms: Math.round(performance.now() - tx.started),
   };
   if (extra.reason) conn.log.error(line, 'message');

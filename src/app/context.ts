@@ -10,7 +10,7 @@ import type { FilterJob, FilterResult, Outcome } from '../filter/job.js';
 import type { UserAccount } from '../users/user.js';
 import type { Recipient, RcptInput } from '../recipients/index.js';
 import type { Spool } from '../spool/index.js';
-import type { Action } from '../policy/index.js';
+import type { Action, SkipReason } from '../policy/index.js';
 import type { MilterLogger } from '../milter/application.js';
 
 /** Runs filter jobs (src/runner/client.ts in production: the runner process and its pool). */
@@ -32,6 +32,8 @@ export interface AppMetrics {
   internalError(reason: InternalReason): void;
   filterRun(outcome: Outcome, durationMs: number, user: string): void;
   recipient(kind: 'local' | 'nonlocal'): void;
+  /** A message accepted without filters by a skip rule (docs/reference.md §5.7). */
+  skip(reason: SkipReason): void;
   spoolBytes(bytes: number): void;
 }
 

@@ -12,7 +12,7 @@
 import type { ConnectionContext, ConnectFamily, CustomReply, EomResult, MilterHandler, StepResult } from '../milter/application.js';
 import { localsOf, stripBrackets, TransactionRecipients } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
-import { decideOversize, mustSplit, OVERSIZE_REPLY, SPLIT_REPLY } from '../policy/index.js';
+import { decideOversize, mustSplit, OVERSIZE_REPLY, skipReason, SPLIT_REPLY } from '../policy/index.js';
 import { SMFIP_HDR_LEADSPC } from '../milter/constants.js';
 import { answered, customReply, ourFailure, recipientFailure } from './answer.js';
 import type { AppContext } from './context.js';
@@ -51,6 +51,9 @@ export class PerUserHandler implements MilterHandler {
       sender: stripBrackets(latin1(args[0])),
       recipients: new TransactionRecipients(),
       filtered: new Set<string>(),
+      unfiltered: new Set<string>(),
+      acceptVotes: 0,
+      dryRunDeferred: [],
       file: null,
       queueId: this.conn.macros.get('i') ?? '',
       started: performance.now(),
@@ -63,6 +66,17 @@ export class PerUserHandler implements MilterHandler {
         saslUsername: this.conn.macros.get('{auth_authen}') ?? '',
       },
     };
+    // docs/reference.md §5.7: trusted networks and authenticated clients are accepted at MAIL, before any recipient.
+    const skip = skipReason(
+      { clientAddress: this.clientAddress, authenticatedAs: this.tx.client.saslUsername },
+      { trustedNetworks: config.policy.trustedNetworks, skipAuthenticated: config.policy.skipAuthenticated },
+    );
+    if (skip !== null) {
+      this.app.metrics.skip(skip.reason);
+      answered(this.app, this.conn, this.tx, { action: 'accept', since: performance.now(), note: skip.note });
+      this.tx = null;
+      return 'accept';
+    }
     return 'continue';
   }
 
@@ -78,21 +92,38 @@ export class PerUserHandler implements MilterHandler {
         rcptAddr: this.conn.macros.get('{rcpt_addr}'),
       });
       const locals = localsOf(recipient);
-      if (locals.length > 0) {
-        // Which of the users behind this RCPT have a say (asked once per user and transaction).
-        const filtered: string[] = [];
-        for (const l of locals) {
-          if (tx.filtered.has(l.user.name) || (await this.app.hasFilter(l.user))) filtered.push(l.user.name);
-        }
-        const fresh = filtered.filter((u) => !tx.filtered.has(u));
-        if (fresh.length > 0 && mustSplit({ mixed: tx.config.policy.mixed, filteredUsers: tx.filtered, user: fresh[0] as string, hasFilter: true })) {
-          this.conn.log.debug({ rcpt, users: fresh }, 'split: deferring recipient to its own transaction');
+      // Which of the users behind this RCPT have a say (asked once per user and transaction).
+      const filtered: string[] = [];
+      const unfiltered: string[] = [];
+      for (const l of locals) {
+        const name = l.user.name;
+        if (tx.filtered.has(name) || (!tx.unfiltered.has(name) && (await this.app.hasFilter(l.user)))) filtered.push(name);
+        else unfiltered.push(name);
+      }
+      const newFiltered = filtered.filter((u) => !tx.filtered.has(u));
+      const newUnfiltered = unfiltered.filter((u) => !tx.unfiltered.has(u));
+      const nonLocalVotes = tx.config.policy.nonLocal !== 'accept' ? 0 : recipient.kind === 'nonlocal' ? 1 : recipient.kind === 'alias' ? recipient.nonLocalTargets : 0;
+      const split = mustSplit({
+        mixed: tx.config.policy.mixed,
+        filteredUsers: tx.filtered,
+        acceptVotes: tx.acceptVotes,
+        newFiltered,
+        newAcceptVotes: newUnfiltered.length + nonLocalVotes,
+      });
+      if (split) {
+        // docs/reference.md §3 policy.dryRun: never a 452; say what would have been.
+        if (!tx.config.policy.dryRun) {
+          this.conn.log.debug({ rcpt, users: newFiltered }, 'split: deferring recipient to its own transaction');
           return customReply(SPLIT_REPLY);
         }
-        for (const u of filtered) tx.filtered.add(u);
-        if (recipient.kind === 'alias') {
-          this.conn.log.debug({ rcpt, users: locals.map((l) => l.user.name), nonLocalTargets: recipient.nonLocalTargets }, 'alias recipient');
-        }
+        tx.dryRunDeferred.push(rcpt);
+        this.conn.log.info({ queueId: tx.queueId || 'NOQUEUE', rcpt, dryRunWouldBe: 'defer', reply: SPLIT_REPLY }, 'dry run: split would defer this recipient');
+      }
+      for (const u of newFiltered) tx.filtered.add(u);
+      for (const u of newUnfiltered) tx.unfiltered.add(u);
+      tx.acceptVotes += newUnfiltered.length + nonLocalVotes;
+      if (recipient.kind === 'alias') {
+        this.conn.log.debug({ rcpt, users: locals.map((l) => l.user.name), nonLocalTargets: recipient.nonLocalTargets }, 'alias recipient');
       } else if (recipient.kind === 'nonlocal') {
         this.conn.log.debug({ rcpt: recipient.rcpt, reason: recipient.reason }, 'non-local recipient');
       }

@@ -26,6 +26,12 @@ export interface Transaction {
   recipients: TransactionRecipients;
   /** Users (by name) with a filter among the recipients. */
   filtered: Set<string>;
+  /** Users (by name) without a filter among the recipients (accept votes). */
+  unfiltered: Set<string>;
+  /** Accept votes among the recipients: users without a filter, non-local recipients under policy.nonLocal=accept (policy.mixed=split). */
+  acceptVotes: number;
+  /** RCPTs policy.mixed=split would have deferred, had policy.dryRun not been set. */
+  dryRunDeferred: string[];
   file: SpoolFile | null;
   queueId: string;
   started: number;

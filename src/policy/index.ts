@@ -4,3 +4,4 @@
 export * from './aggregate.js';
 export * from './reply.js';
 export * from './split.js';
+export * from './skip.js';

@@ -70,6 +70,7 @@ function fake(opts: { classify?: () => Promise<Recipient>; create?: (removed: st
       internalError: (r) => f.internal.push(r),
       filterRun() {},
       recipient() {},
+      skip() {},
       spoolBytes() {},
     },
     log,
