@@ -29,6 +29,8 @@ export interface AnswerFacts {
   note?: string | undefined;
   dryRunWouldBe?: Action | undefined;
   dropped?: readonly string[] | undefined;
+  /** RCPTs added (policy.mixed=extension: the rejecters' copies at user+EXT@domain). */
+  added?: readonly string[] | undefined;
 }
 
 /** One message answered: its log line and its counters. */
@@ -38,6 +40,7 @@ export function answered(app: AppContext, conn: ConnectionContext, tx: Transacti
     note: facts.note,
     dryRunWouldBe: facts.dryRunWouldBe,
     dropped: facts.dropped,
+    added: facts.added,
   });
   count(app, facts.action, facts.since);
 }
@@ -112,6 +115,7 @@ export function logMessage(
     note?: string | undefined;
     dryRunWouldBe?: Action | undefined;
     dropped?: readonly string[] | undefined;
+    added?: readonly string[] | undefined;
     reason?: PumError | undefined;
     failed?: readonly string[] | undefined;
   } = {},
@@ -135,6 +139,7 @@ export function logMessage(
     ...(extra.note ? { note: extra.note } : {}),
     ...(extra.dryRunWouldBe ? { dryRunWouldBe: extra.dryRunWouldBe } : {}),
     ...(extra.dropped && extra.dropped.length > 0 ? { dropped: extra.dropped } : {}),
+    ...(extra.added && extra.added.length > 0 ? { added: extra.added } : {}),
     ...(tx.dryRunDeferred.length > 0 ? { dryRunDeferred: tx.dryRunDeferred } : {}),
     ms: Math.round(performance.now() - tx.started),
   };

@@ -10,6 +10,7 @@
 import type { ConnectionContext, EomResult, Modification } from '../milter/application.js';
 import type { Config } from '../config/schema.js';
 import { errorReplyLine } from '../errors.js';
+import { SMFIF_ADDRCPT } from '../milter/constants.js';
 import type { EnvelopeFacts, FilterJob, FilterResult } from '../filter/job.js';
 import type { RecipientsOfUser, TransactionRecipients } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
@@ -111,10 +112,19 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
     reply: decision.reply,
     dryRunWouldBe: decision.dryRunWouldBe?.action,
     dropped: decision.dropRcpts,
+    ...(decision.addRcpts ? { added: decision.addRcpts } : {}),
   });
   switch (decision.action) {
     case 'accept': {
-      const modifications: Modification[] = (decision.dropRcpts ?? []).map((rcpt) => ({ kind: 'deleteRecipient', recipient: Buffer.from(rcpt, 'latin1') }));
+      if (decision.addRcpts && decision.addRcpts.length > 0 && (conn.negotiated.actions & SMFIF_ADDRCPT) === 0) {
+        // policy.mixed=extension needs SMFIR_ADDRCPT, which this MTA did not offer: deliver unchanged rather than lose the copies.
+        conn.log.warn({ queueId: tx.queueId, rcpts: decision.dropRcpts }, 'policy.mixed=extension: the MTA does not allow adding recipients (SMFIF_ADDRCPT); delivering unchanged');
+        return { reply: 'accept', modifications: [] };
+      }
+      const modifications: Modification[] = [
+        ...(decision.dropRcpts ?? []).map((rcpt): Modification => ({ kind: 'deleteRecipient', recipient: Buffer.from(rcpt, 'latin1') })),
+        ...(decision.addRcpts ?? []).map((rcpt): Modification => ({ kind: 'addRecipient', recipient: Buffer.from(rcpt, 'latin1') })),
+      ];
       return { reply: 'accept', modifications };
     }
     case 'reject':

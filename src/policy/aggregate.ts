@@ -5,6 +5,7 @@
 // only when nobody votes accept. Pure: no I/O.
 import type { Outcome } from '../filter/job.js';
 import type { Config } from '../config/schema.js';
+import { withExtension } from './extension.js';
 import { combinedReply, OVERSIZE_REPLY } from './reply.js';
 
 export type Action = 'accept' | 'reject' | 'tempfail';
@@ -12,7 +13,8 @@ export type Vote = 'accept' | 'reject' | 'tempfail';
 
 /** The policy-relevant configuration (`policy.*` and `filter.onError`). */
 export type PolicySettings = Pick<Config['policy'], 'mixed' | 'nonLocal' | 'dryRun' | 'oversize' | 'rejectReply' | 'tempfailReply'> &
-  Pick<Config['filter'], 'onError'>;
+  Pick<Config['filter'], 'onError'> &
+  Partial<Pick<Config['policy'], 'rejectExtension'>> & { delimiter?: string };
 
 /** One local user's say in the message. */
 export interface UserVerdict {
@@ -28,8 +30,10 @@ export interface Verdict {
   action: Action;
   /** Full SMTP reply (`550 5.7.1 …`) for reject and tempfail. */
   reply?: string;
-  /** RCPT arguments to remove with SMFIR_DELRCPT (policy.mixed = drop-rejecters). */
+  /** RCPT arguments to remove with SMFIR_DELRCPT (policy.mixed = drop-rejecters, extension). */
   dropRcpts?: string[];
+  /** RCPTs to add with SMFIR_ADDRCPT (policy.mixed = extension: the dropped ones at user+EXT@domain). */
+  addRcpts?: string[];
 }
 
 /** What the MTA is told; with `policy.dryRun` also what it would have been told. */
@@ -94,6 +98,12 @@ export function verdictOf(users: readonly UserVerdict[], nonLocalCount: number, 
     const dropRcpts = rcptsToDrop(users, kept);
     if (dropRcpts.length > 0) return { action: 'accept', dropRcpts };
   }
+  if (settings.mixed === 'extension') {
+    // The same RCPTs drop-rejecters would remove come back at user+EXT@domain.
+    const dropRcpts = rcptsToDrop(users, kept);
+    const ext = settings.rejectExtension ?? 'spam';
+    if (dropRcpts.length > 0) return { action: 'accept', dropRcpts, addRcpts: dropRcpts.map((r) => withExtension(r, ext, settings.delimiter ?? '+')) };
+  }
   return { action: 'accept' };
 }
 
@@ -121,11 +131,14 @@ export function decideOversize(settings: Pick<PolicySettings, 'oversize' | 'dryR
 
 /** Picks the policy settings out of the whole configuration. */
 export function policySettings(config: {
-  policy: Omit<PolicySettings, 'onError'>;
+  policy: Omit<PolicySettings, 'onError' | 'delimiter'>;
   filter: { onError: PolicySettings['onError'] };
+  recipients?: { delimiter: string };
 }): PolicySettings {
   const p = config.policy;
   return {
+    rejectExtension: p.rejectExtension ?? 'spam',
+    delimiter: config.recipients?.delimiter ?? '+',
     mixed: p.mixed,
     nonLocal: p.nonLocal,
     dryRun: p.dryRun,

@@ -5,3 +5,4 @@ export * from './aggregate.js';
 export * from './reply.js';
 export * from './split.js';
 export * from './skip.js';
+export * from './extension.js';

@@ -52,7 +52,7 @@ const ARROWS: ReadonlyArray<readonly [area: string, arrow: Arrow]> = [
   ['src/recipients/', { imports: ['src/users/'], types: ['src/config/'], node: true, packages: ['execa'], why: 'RCPT → local user or not; alias tables through postmap' }],
   ['src/users/', { imports: [], node: true, why: 'NSS or passwd-file lookups' }],
   ['src/spool/', { imports: [], node: true, why: 'the message on disk' }],
-  ['src/policy/', { imports: ['src/milter/replies.ts'], types: ['src/config/', 'src/filter/job.ts'], node: false, why: 'verdicts: pure functions (SMTP reply rules from the engine)' }],
+  ['src/policy/', { imports: ['src/milter/replies.ts', 'src/recipients/address.ts'], types: ['src/config/', 'src/filter/job.ts'], node: false, why: 'verdicts: pure functions (SMTP reply rules from the engine, the address parser)' }],
   ['src/filter/', { imports: ['src/launcher/'], types: ['src/config/', 'src/users/'], node: true, packages: ['execa'], why: 'one filter run, through the launcher; the privilege split' }],
   ['src/runner/', { imports: ['src/filter/'], node: true, packages: ['piscina'], why: 'milter end and pool of the runner process' }],
   ['src/launcher/', { imports: [], node: true, packages: ['execa'], why: "the native launcher's wrapper: its wire protocol, a connection, its start" }],

@@ -152,7 +152,7 @@ test('policySettings picks policy.* and filter.onError', () => {
     policy: { ...DEFAULTS, mixed: 'split' },
     filter: { onError: 'tempfail' },
   });
-  assert.deepEqual(s, { ...DEFAULTS, mixed: 'split', onError: 'tempfail' });
+  assert.deepEqual(s, { ...DEFAULTS, mixed: 'split', onError: 'tempfail', rejectExtension: 'spam', delimiter: '+' });
 });
 
 test('drop-rejecters with an alias RCPT: removed only when every user behind it rejected, and never when it also leads elsewhere', async () => {
@@ -166,4 +166,18 @@ test('drop-rejecters with an alias RCPT: removed only when every user behind it 
   assert.deepEqual(rcptsToDrop([v('alice', 'reject', ['<team@x>']), v('bob', 'reject', ['<team@x>'])], new Set(['<team@x>'])), []);
   const d = decide([v('alice', 'reject', ['<team@x>']), v('bob', 'accept', ['<team@x>'])], 0, { ...DEFAULTS, mixed: 'drop-rejecters' });
   assert.deepEqual(d, { action: 'accept' });
+});
+
+test('policy.mixed=extension: the rejecters\' RCPTs are replaced by their +EXT form (existing extension replaced, domain kept)', async () => {
+  const { withExtension } = await import('../../../src/policy/extension.js');
+  assert.equal(withExtension('<alice@x.test>', 'spam', '+'), '<alice+spam@x.test>');
+  assert.equal(withExtension('<Alice+lists@X.test>', 'spam', '+'), '<Alice+spam@X.test>');
+  assert.equal(withExtension('<@relay.test:bob-list@x.test>', 'junk', '-+'), '<bob-junk@x.test>');
+  assert.equal(withExtension('bob', 'spam', ''), 'bob+spam');
+  const v = (user: string, outcome: Outcome): UserVerdict => ({ user, outcome, replyText: '', rcpts: [`<${user}+lists@x>`] });
+  const settings = { ...DEFAULTS, mixed: 'extension' as const, rejectExtension: 'junk', delimiter: '+' };
+  assert.deepEqual(decide([v('alice', 'reject'), v('bob', 'accept')], 0, settings), { action: 'accept', dropRcpts: ['<alice+lists@x>'], addRcpts: ['<alice+junk@x>'] });
+  assert.deepEqual(decide([v('alice', 'reject'), v('bob', 'reject')], 0, settings), REJECT, 'everyone rejects: still a reject');
+  assert.deepEqual(decide([v('alice', 'reject'), v('bob', 'accept')], 0, { ...settings, dryRun: true }).action, 'accept');
+  assert.equal(decide([v('alice', 'reject'), v('bob', 'accept')], 0, { ...settings, dryRun: true }).addRcpts, undefined, 'dry-run: nothing added');
 });

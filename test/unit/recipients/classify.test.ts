@@ -201,6 +201,7 @@ test('recipients.localMailers: a user reached through a mailer not in the list i
 });
 
 test('recipients.localMailers: the schema default is local, lmtp and virtual (docs/reference.md §3)', async () => {
-  const { loadConfig } = await import('../../../src/config/load.js');
-  assert.deepEqual(loadConfig({ file: undefined, args: [], env: {} }).config.recipients.localMailers, ['local', 'lmtp', 'virtual']);
+  const { schema } = await import('../../../src/config/schema.js');
+  const recipients = schema.recipients as Record<string, { default: unknown }>;
+  assert.deepEqual(recipients.localMailers?.default, ['local', 'lmtp', 'virtual']);
 });
