@@ -219,7 +219,7 @@ describe('postfix: Dovecot-style local_transport = lmtp:..., default settings', 
 });
 
 for (const kind of MTA_KINDS) {
-  describe(`${kind}: skip rules`, () => {
+  describe(`${kind}: skip rules, junk by extension`, () => {
     const rig = new Rig(kind, { users: USERS });
     before(async () => {
       if (quietlyRunnable()) await rig.start();
@@ -239,6 +239,28 @@ for (const kind of MTA_KINDS) {
         assert.equal(rig.user('alice').runs().length, 0);
         const [line] = messageLines(await milter.waitForLog(/"event":"message"/, mark));
         assert.match(String(line?.note), /^skipped: client 127\.0\.0\.1 in policy\.trustedNetworks 127\.0\.0\.0\/8$/);
+      });
+    });
+
+    it('policy.mixed=extension: the rejecter\'s copy goes to user+spam (DELRCPT + ADDRCPT), the other recipient sees nothing of it', async (t) => {
+      if (cannotRun(t)) return;
+      await rig.scenario(async () => {
+        rig.setFilters({ alice: filters.reject('5.7.1 alice says spam'), bob: filters.accept() });
+        const milter = await rig.startMilter({ 'log.format': 'json', 'policy.mixed': 'extension' });
+        const mark = milter.logMark();
+        const r = await rig.send({ to: [rig.addr('alice'), rig.addr('bob')] });
+        assert.equal(r.code, 0, r.transcript);
+        await rig.mta.settle();
+        const [line] = messageLines(await milter.waitForLog(/"event":"message"/, mark));
+        assert.deepEqual(line?.added, [`<${rig.addr('alice', 'spam')}>`], JSON.stringify(line));
+        assert.equal(rig.delivered('alice', r.caseId), 1, "alice's copy arrives, at her +spam address");
+        assert.equal(rig.delivered('bob', r.caseId), 1);
+        const bobs = rig.mta.messages(rig.user('bob').name).find((m) => m.get('X-Pumtest-Case') === r.caseId);
+        assert.ok(bobs && !`${bobs.header}${bobs.body.toString('latin1')}`.includes('+spam'), 'nothing in the shared message names the +spam copy');
+        if (kind === 'postfix') {
+          const alices = rig.mta.messages(rig.user('alice').name).find((m) => m.get('X-Pumtest-Case') === r.caseId);
+          assert.equal(alices?.get('Delivered-To'), rig.addr('alice', 'spam'));
+        }
       });
     });
   });
