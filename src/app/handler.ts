@@ -10,13 +10,14 @@
 // (recipientFailure), from DATA to end of message it ends the message with
 // its 451 4.3.x, log line and counters (ourFailure) and removes the spool file.
 import type { ConnectionContext, ConnectFamily, CustomReply, EomResult, MilterHandler, StepResult } from '../milter/application.js';
-import { localsOf, stripBrackets, TransactionRecipients } from '../recipients/index.js';
+import { localsOf, stripBrackets, TransactionRecipients, type LocalRecipient } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
-import { decideOversize, mustSplit, OVERSIZE_REPLY, skipReason, SPLIT_REPLY } from '../policy/index.js';
+import { decideOversize, mustSplit, OVERSIZE_REPLY, rcptStageReply, skipReason, SPLIT_REPLY } from '../policy/index.js';
+import type { FilterJob, FilterResult } from '../filter/job.js';
 import { SMFIP_HDR_LEADSPC } from '../milter/constants.js';
 import { answered, customReply, ourFailure, recipientFailure } from './answer.js';
 import type { AppContext } from './context.js';
-import { askFilters, type Transaction } from './verdict.js';
+import { askFilters, envelopeOf, type Transaction } from './verdict.js';
 
 const latin1 = (b: Buffer | undefined): string => (b === undefined ? '' : b.toString('latin1'));
 
@@ -91,6 +92,11 @@ export class PerUserHandler implements MilterHandler {
         rcptMailer: this.conn.macros.get('{rcpt_mailer}'),
         rcptAddr: this.conn.macros.get('{rcpt_addr}'),
       });
+      // docs/reference.md §4b: the user's RCPT-stage program answers for this recipient alone, before anything else.
+      if (recipient.kind === 'local') {
+        const refused = await this.rcptStage(tx, recipient);
+        if (refused !== null) return refused;
+      }
       const locals = localsOf(recipient);
       // Which of the users behind this RCPT have a say (asked once per user and transaction).
       const filtered: string[] = [];
@@ -133,6 +139,46 @@ export class PerUserHandler implements MilterHandler {
     } catch (err) {
       return recipientFailure(this.app, this.conn, tx, rcpt, err);
     }
+  }
+
+  /**
+   * Runs the recipient's RCPT-stage program when the user has one (asked
+   * of the launcher: no run, no process, for users without): a reply that
+   * refuses or defers this recipient, or null to go on. No message yet, so
+   * no spool file; filter.rcptTimeout; filter.maxPerUser applies as to every
+   * run. Our own failure throws (the caller tempfails the RCPT, 451 4.3.x).
+   */
+  private async rcptStage(tx: Transaction, r: LocalRecipient): Promise<CustomReply | null> {
+    const filter = tx.config.filter;
+    if (filter.rcptPath === '' || !(await this.app.hasFilter(r.user, 'rcpt'))) return null;
+    const job: FilterJob = {
+      spoolPath: '',
+      program: 'rcpt',
+      user: r.user,
+      envelope: envelopeOf(tx, r),
+      settings: { path: filter.rcptPath, timeout: filter.rcptTimeout, sandbox: filter.sandbox, limits: filter.limits, exitCodes: filter.exitCodes },
+    };
+    const [run] = this.app.runner.runMessage([job]);
+    const result = await (run as Promise<FilterResult>);
+    this.app.metrics.rcptFilterRun(result.outcome, r.user.name);
+    const reply = rcptStageReply(result.outcome, result.replyText, filter.onError);
+    this.conn.log.info(
+      {
+        event: 'rcpt-stage',
+        queueId: tx.queueId || 'NOQUEUE',
+        from: tx.sender,
+        rcpt: r.rcpt,
+        user: r.user.name,
+        outcome: result.outcome,
+        exit: result.exitCode ?? result.signal ?? null,
+        ms: Math.round(result.durationMs),
+        action: reply === null ? 'continue' : reply.startsWith('5') ? 'reject' : 'tempfail',
+        ...(reply !== null ? { reply } : {}),
+        ...(result.log !== '' && result.outcome !== 'accept' ? { output: result.log } : {}),
+      },
+      'rcpt-stage',
+    );
+    return reply === null ? null : customReply(reply);
   }
 
   /** All recipients are known: accept at once when nobody has a say, else start spooling. */

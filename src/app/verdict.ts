@@ -12,7 +12,7 @@ import type { Config } from '../config/schema.js';
 import { errorReplyLine } from '../errors.js';
 import { SMFIF_ADDRCPT } from '../milter/constants.js';
 import type { EnvelopeFacts, FilterJob, FilterResult } from '../filter/job.js';
-import type { RecipientsOfUser, TransactionRecipients } from '../recipients/index.js';
+import type { LocalRecipient, RecipientsOfUser, TransactionRecipients } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
 import { decide, policySettings, type UserVerdict } from '../policy/index.js';
 import { answered, customReply, ourFailure } from './answer.js';
@@ -39,13 +39,14 @@ export interface Transaction {
   client: { address: string; hostname: string; helo: string; protocol: string; saslMethod: string; saslUsername: string };
 }
 
-function envelopeFor(tx: Transaction, r: RecipientsOfUser): EnvelopeFacts {
+/** The filter environment's envelope part for one user's recipient address (docs/reference.md §4): theirs only. */
+export function envelopeOf(tx: Transaction, r: LocalRecipient): EnvelopeFacts {
   return {
     SENDER: tx.sender,
-    RECIPIENT: r.first.address,
-    LOCAL: r.first.localPart,
-    EXTENSION: r.first.extension,
-    DOMAIN: r.first.domain,
+    RECIPIENT: r.address,
+    LOCAL: r.localPart,
+    EXTENSION: r.extension,
+    DOMAIN: r.domain,
     CLIENT_ADDRESS: tx.client.address,
     CLIENT_HOSTNAME: tx.client.hostname,
     CLIENT_HELO: tx.client.helo,
@@ -54,6 +55,10 @@ function envelopeFor(tx: Transaction, r: RecipientsOfUser): EnvelopeFacts {
     SASL_METHOD: tx.client.saslMethod,
     SASL_USERNAME: tx.client.saslUsername,
   };
+}
+
+function envelopeFor(tx: Transaction, r: RecipientsOfUser): EnvelopeFacts {
+  return envelopeOf(tx, r.first);
 }
 
 const NO_FILTER: FilterResult = { outcome: 'nofilter', exitCode: null, signal: null, durationMs: 0, replyText: '', log: '' };

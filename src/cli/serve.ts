@@ -178,9 +178,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
     // Asked at RCPT: the launcher checks as the user, in its own process (no
     // fork). `unsafe` counts as having one: the run then reports why. Users
     // outside users.minUid..maxUid (as the launcher was started) never get a run.
-    hasFilter: async (user) => {
+    hasFilter: async (user, program = 'filter') => {
       if (user.uid < settings.minUid || user.uid > settings.maxUid) return false;
-      const a = await (await launcherConnection()).stat({ program: 'filter', user: user.name, uid: user.uid, gid: user.gid, groups: user.groups, home: user.home });
+      // The RCPT stage exists only when the launcher was started with its template.
+      if (program === 'rcpt' && settings.rcptPath === '') return false;
+      const a = await (await launcherConnection()).stat({ program, user: user.name, uid: user.uid, gid: user.gid, groups: user.groups, home: user.home });
       return a.what !== 'none';
     },
     spool,

@@ -6,3 +6,4 @@ export * from './reply.js';
 export * from './split.js';
 export * from './skip.js';
 export * from './extension.js';
+export * from './rcpt-stage.js';

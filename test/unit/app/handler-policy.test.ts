@@ -13,6 +13,8 @@ import type { ConnectionContext } from '../../../src/milter/application.js';
 import type { LocalRecipient, Recipient } from '../../../src/recipients/index.js';
 import { SPLIT_REPLY, addressBytes, inCidr, parseCidr, skipReason } from '../../../src/policy/index.js';
 import type { UserAccount } from '../../../src/users/user.js';
+import type { FilterJob, FilterResult, Outcome } from '../../../src/filter/job.js';
+import { rcptStageReply } from '../../../src/policy/index.js';
 
 const user = (name: string, uid: number): UserAccount => ({ name, uid, gid: uid, groups: [uid], home: `/nonexistent/${name}`, shell: '/bin/sh' });
 const USERS: Record<string, UserAccount> = { alice: user('alice', 5001), bob: user('bob', 5002), carol: user('carol', 5003) };
@@ -25,14 +27,23 @@ interface World {
   lines: Array<Record<string, unknown>>;
   skips: string[];
   actions: string[];
+  jobs: FilterJob[];
+  rcptRuns: string[];
 }
 
 /** `withFilter`: users who have a filter; `macros`: what the MTA sent; `args`: configuration. */
-function world(o: { withFilter: string[]; macros?: Record<string, string>; args?: string[]; classify?: (rcpt: string) => Recipient }): World {
+function world(o: {
+  withFilter: string[];
+  macros?: Record<string, string>;
+  args?: string[];
+  classify?: (rcpt: string) => Recipient;
+  /** Users with an RCPT-stage program, and what it comes to. */
+  rcptStage?: Record<string, FilterResult>;
+}): World {
   const lines: Array<Record<string, unknown>> = [];
   const at = () => (obj: object) => void lines.push(obj as Record<string, unknown>);
   const log = { debug: at(), info: at(), warn: at(), error: at() };
-  const w = { lines, skips: [] as string[], actions: [] as string[] } as World;
+  const w = { lines, skips: [] as string[], actions: [] as string[], jobs: [] as FilterJob[], rcptRuns: [] as string[] } as World;
   const config = loadConfig({ env: {}, args: o.args ?? [] }).config;
   const app: AppContext = {
     config: () => config,
@@ -41,9 +52,15 @@ function world(o: { withFilter: string[]; macros?: Record<string, string>; args?
       const m = /^<([a-z]+)@x\.test>$/.exec(input.rcpt);
       return Promise.resolve(m && USERS[m[1] as string] ? local(m[1] as string) : { kind: 'nonlocal', rcpt: input.rcpt, reason: 'mailer smtp' });
     },
-    hasFilter: (u) => Promise.resolve(o.withFilter.includes(u.name)),
+    hasFilter: (u, program = 'filter') => Promise.resolve(program === 'rcpt' ? o.rcptStage?.[u.name] !== undefined : o.withFilter.includes(u.name)),
     spool: { create: () => Promise.resolve({ path: '/spool/x', remove: () => Promise.resolve() }) } as unknown as AppContext['spool'],
-    runner: { runMessage: () => [] },
+    runner: {
+      runMessage: (jobs) =>
+        jobs.map((job) => {
+          w.jobs.push(job);
+          return Promise.resolve(o.rcptStage?.[job.user.name] as FilterResult);
+        }),
+    },
     metrics: {
       message: (a) => w.actions.push(a),
       messageAnswered() {},
@@ -51,6 +68,7 @@ function world(o: { withFilter: string[]; macros?: Record<string, string>; args?
       filterRun() {},
       recipient() {},
       skip: (r) => w.skips.push(r),
+      rcptFilterRun: (outcome, u) => w.rcptRuns.push(`${u}=${outcome}`),
       spoolBytes() {},
     },
     log,
@@ -142,5 +160,42 @@ describe('policy.mixed=split is exact; policy.dryRun never defers', () => {
     const classify = (rcpt: string): Recipient => (rcpt === '<team@x.test>' ? team : local(/^<([a-z]+)@/.exec(rcpt)![1] as string));
     assert.deepEqual(await rcpts(world({ withFilter: ['alice', 'bob'], args: SPLIT, classify }).handler, ['team@x.test', 'alice@x.test']), ['ok', 'ok']);
     assert.deepEqual(await rcpts(world({ withFilter: ['alice', 'bob', 'carol'], args: SPLIT, classify }).handler, ['carol@x.test', 'team@x.test']), ['ok', SPLIT_REPLY]);
+  });
+});
+
+describe('RCPT-stage programs (docs/reference.md §4b)', () => {
+  const result = (outcome: Outcome, replyText = '', exitCode: number | null = null): FilterResult => ({ outcome, exitCode, signal: null, durationMs: 3, replyText, log: '' });
+
+  it('the answer for one recipient: 550 with the first line, 450 for a tempfail, filter.onError for the rest', () => {
+    assert.equal(rcptStageReply('accept', '', 'accept'), null);
+    assert.equal(rcptStageReply('reject', '5.7.1 no mail from you', 'accept'), '550 5.7.1 no mail from you');
+    assert.equal(rcptStageReply('reject', 'go away', 'accept'), '550 5.7.1 go away');
+    assert.equal(rcptStageReply('reject', '', 'accept'), '550 5.7.1 Recipient rejected by its owner');
+    assert.equal(rcptStageReply('tempfail', '4.2.1 mailbox full for now', 'accept'), '450 4.2.1 mailbox full for now');
+    assert.equal(rcptStageReply('tempfail', '', 'accept'), '450 4.7.1 Recipient deferred by its owner');
+    for (const o of ['error', 'timeout', 'unsafe'] as const) {
+      assert.equal(rcptStageReply(o, 'ignored', 'accept'), null, o);
+      assert.equal(rcptStageReply(o, 'ignored', 'tempfail'), '450 4.7.1 Recipient deferred by its owner', o);
+    }
+  });
+
+  it('a refused recipient is not part of the transaction; the others go on; users without a program get no run', async () => {
+    const w = world({ withFilter: ['alice', 'bob'], rcptStage: { alice: result('reject', '5.7.1 alice refuses this sender', 1) } });
+    assert.deepEqual(await rcpts(w.handler, ['alice@x.test', 'bob@x.test']), ['550 5.7.1 alice refuses this sender', 'ok']);
+    assert.deepEqual(w.jobs.map((j) => [j.user.name, j.program, j.spoolPath, j.envelope.RECIPIENT, j.envelope.SENDER, j.settings.timeout]), [['alice', 'rcpt', '', 'alice@x.test', 's@y.test', 10000]]);
+    assert.deepEqual(w.rcptRuns, ['alice=reject']);
+    assert.ok(w.lines.some((l) => l.event === 'rcpt-stage' && l.action === 'reject' && l.user === 'alice'));
+    // Only bob is left: the message filter runs for him alone (alice's is never asked).
+    assert.equal(await w.handler.data(), 'continue');
+  });
+
+  it('an accepting program lets the recipient through to the message filter; a failing one follows filter.onError', async () => {
+    const ok = world({ withFilter: ['alice'], rcptStage: { alice: result('accept', '', 0) } });
+    assert.deepEqual(await rcpts(ok.handler, ['alice@x.test']), ['ok']);
+    const broken = world({ withFilter: ['alice'], rcptStage: { alice: result('timeout') }, args: ['--filter.onError', 'tempfail'] });
+    assert.deepEqual(await rcpts(broken.handler, ['alice@x.test']), ['450 4.7.1 Recipient deferred by its owner']);
+    const off = world({ withFilter: ['alice'], rcptStage: { alice: result('reject', 'no', 1) }, args: ['--filter.rcptPath', ''] });
+    assert.deepEqual(await rcpts(off.handler, ['alice@x.test']), ['ok'], 'filter.rcptPath empty: no stage');
+    assert.deepEqual(off.jobs, []);
   });
 });

@@ -76,6 +76,7 @@ function app(run: (job: FilterJob) => Promise<FilterResult>, runMessage?: AppCon
       filterRun: (o, _ms, u) => seen.runs.push(`${u}=${o}`),
       recipient() {},
       skip() {},
+      rcptFilterRun() {},
       spoolBytes() {},
     },
     log: capture().log,
