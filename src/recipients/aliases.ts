@@ -182,7 +182,9 @@ function postfixConfig(): string {
   if (fs.existsSync(path.join(own, 'main.cf'))) postfixConfigDir = own;
   else {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'per-user-milter-postfix-'));
-    fs.writeFileSync(path.join(dir, 'main.cf'), '# empty: per-user-milter queries tables named with their type\n');
+    fs.writeFileSync(path.join(dir, 'main.cf'), '# empty: per-user-milter queries tables named with their type\n', { mode: 0o644 });
+    // Made before serve drops to milter.user (its start-up check asks every table): readable by that account too.
+    fs.chmodSync(dir, 0o755);
     postfixConfigDir = dir;
   }
   return postfixConfigDir;

@@ -10,7 +10,7 @@
 // LMTP sink takes a port in 25300-25399 (auxPort).
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { auxPort, filters, runOk, type Postfix, type Sendmail } from '../harness/index.js';
@@ -105,8 +105,14 @@ for (const kind of MTA_KINDS) {
       if (cannotRun(t)) return;
       await rig.scenario(async () => {
         rig.setFilters({ alice: filters.reject('5.7.1 alice says no') });
-        const broken = kind === 'postfix' ? 'hash:/nonexistent/pumtest-aliases' : 'aliases:/nonexistent/pumtest-aliases';
-        const milter = await rig.startMilter({ 'log.format': 'json', 'recipients.aliasMaps': broken });
+        // A second table that answers at start (serve refuses to start with a table that does not) and then goes away.
+        const dir = kind === 'postfix' ? (rig.mta as Postfix).dir : (rig.mta as Sendmail).dir;
+        const file = path.join(dir, 'more-aliases');
+        writeFileSync(file, 'other: root\n');
+        if (kind === 'postfix') await runOk('postalias', ['-c', (rig.mta as Postfix).configDir, `hash:${file}`]);
+        const more = kind === 'postfix' ? `hash:${file}` : `aliases:${file}`;
+        const milter = await rig.startMilter({ 'log.format': 'json', 'recipients.aliasMaps': `${aliasMaps},${more}` });
+        rmSync(kind === 'postfix' ? `${file}.db` : file);
         const mark = milter.logMark();
         const r = await rig.send({ to: [rig.addr('alice')] });
         assert.match(r.rcptReplies[0] ?? '', /^451[ -]4\.3\.0/, r.transcript);
@@ -205,8 +211,11 @@ describe('postfix: Dovecot-style local_transport = lmtp:..., default settings', 
     if (cannotRun(t)) return;
     await rig.scenario(async () => {
       rig.setFilters({ alice: filters.reject('5.7.1 alice via lmtp says no'), bob: filters.accept() });
-      // No recipients.* settings at all: the defaults must do.
-      await rig.startMilter({ 'log.format': 'json' });
+      // No recipients.* settings at all, and no configuration file (an empty one, so
+      // that a system-wide /etc/per-user-milter/config.json is not read): the defaults must do.
+      const empty = path.join((rig.mta as Postfix).dir, 'empty-config.json');
+      writeFileSync(empty, '{}\n');
+      await rig.startMilter({ 'log.format': 'json' }, empty);
       const r = await rig.send({ to: [rig.addr('alice')] });
       assert.match(r.finalReply, /^550[ -]5\.7\.1 alice via lmtp says no$/, r.transcript);
       const ok = await rig.send({ to: [rig.addr('bob')] });
