@@ -78,13 +78,15 @@ export function parseTryArgs(argv: string[]): TryArgs {
   if (rcptStage && operands.length > 0) throw new UsageError('--rcpt-stage runs the program with no message: no FILE');
   const clientAddress = own['client-address'];
   if (clientAddress !== undefined && net.isIP(clientAddress) === 0) throw new UsageError(`--client-address wants an IPv4 or IPv6 address, got ${JSON.stringify(clientAddress)}`);
+  // The milter receives envelope values as bytes (src/filter/environment.ts turns them into text): so does try.
+  const bytes = (v: string | undefined): string | undefined => (v === undefined ? undefined : Buffer.from(v, 'utf8').toString('latin1'));
   return {
     user: own.user,
-    sender: own.sender,
-    recipient: own.recipient,
+    sender: bytes(own.sender),
+    recipient: bytes(own.recipient),
     clientAddress,
-    helo: own.helo,
-    saslUsername: own['sasl-username'],
+    helo: bytes(own.helo),
+    saslUsername: bytes(own['sasl-username']),
     rcptStage,
     file: operands[0],
     configFile: split.configFile,

@@ -14,7 +14,7 @@
 import type { Config } from '../config/schema.js';
 import type { UserAccount } from '../users/user.js';
 import { isPlausibleUserName } from '../users/resolve.js';
-import { parseAddress, rcptAddrUser, splitExtension } from './address.js';
+import { asciiLower, parseAddress, rcptAddrUser, splitExtension } from './address.js';
 import { aliasKeys, CachedTables, expandAlias, openAliasTable } from './aliases.js';
 import { RecipientMap } from './map.js';
 
@@ -134,12 +134,12 @@ export class RecipientClassifier {
     const { recipients: settings, users } = this.opts;
     const parsed = parseAddress(rcpt);
     if (parsed.address === '') return nonLocal(rcpt, 'empty address');
-    const domain = parsed.domain.toLowerCase();
+    const domain = asciiLower(parsed.domain);
     const argSplit = splitExtension(parsed.localPart, settings.delimiter);
 
     const mailer = input.rcptMailer;
     const byMailer = mailer !== undefined && mailer !== '' && settings.localMailers.includes(mailer);
-    const byDomain = domain !== '' && settings.localDomains.some((d) => d.toLowerCase() === domain);
+    const byDomain = domain !== '' && settings.localDomains.some((d) => asciiLower(d) === domain);
     const localByRoute = byMailer || byDomain || domain === '';
 
     // Whole-address keys always apply; bare local-part keys only to an
@@ -168,10 +168,10 @@ export class RecipientClassifier {
       }
       const source = input.rcptAddr ? rcptAddrUser(input.rcptAddr) : parsed.localPart;
       const split = splitExtension(source, settings.delimiter);
-      name = split.base.toLowerCase();
+      name = asciiLower(split.base);
       // Sendmail's {rcpt_addr} may have lost the extension; take the RCPT's
       // when it names the same user.
-      extension = split.extension !== '' ? split.extension : argSplit.base.toLowerCase() === name ? argSplit.extension : '';
+      extension = split.extension !== '' ? split.extension : asciiLower(argSplit.base) === name ? argSplit.extension : '';
     }
 
     if (!isPlausibleUserName(name)) return nonLocal(rcpt, `not a user name: ${JSON.stringify(name)}`);
@@ -182,8 +182,8 @@ export class RecipientClassifier {
       user,
       rcpt,
       address: parsed.address,
-      localPart: parsed.localPart.toLowerCase(),
-      extension: extension.toLowerCase(),
+      localPart: asciiLower(parsed.localPart),
+      extension: asciiLower(extension),
       domain,
     };
   }
@@ -197,10 +197,10 @@ export class RecipientClassifier {
    */
   private async expand(rcpt: string, localPart: string, domain: string, localByRoute: boolean): Promise<Recipient | null> {
     const settings = this.opts.recipients;
-    const localDomains = settings.localDomains.map((d) => d.toLowerCase());
+    const localDomains = settings.localDomains.map((d) => asciiLower(d));
     const keysOf = (address: string): string[] => {
       const p = parseAddress(address);
-      const d = p.domain.toLowerCase();
+      const d = asciiLower(p.domain);
       const local = d === '' || localDomains.includes(d) || (localByRoute && d === domain);
       return aliasKeys({ localPart: p.localPart, base: splitExtension(p.localPart, settings.delimiter).base, domain: d }, local);
     };
@@ -211,10 +211,10 @@ export class RecipientClassifier {
     let nonLocalTargets = 0;
     for (const leaf of expansion.leaves) {
       const p = parseAddress(leaf.target);
-      const d = p.domain.toLowerCase();
+      const d = asciiLower(p.domain);
       const local = d === '' || localDomains.includes(d) || (localByRoute && d === domain);
       const split = splitExtension(p.localPart, settings.delimiter);
-      const name = split.base.toLowerCase();
+      const name = asciiLower(split.base);
       const user = local && isPlausibleUserName(name) ? await this.opts.users.lookup(name) : null;
       if (user === null) {
         nonLocalTargets++;
@@ -227,8 +227,8 @@ export class RecipientClassifier {
         user,
         rcpt,
         address: leafDomain !== '' ? `${p.localPart}@${leafDomain}` : p.localPart,
-        localPart: p.localPart.toLowerCase(),
-        extension: split.extension.toLowerCase(),
+        localPart: asciiLower(p.localPart),
+        extension: asciiLower(split.extension),
         domain: leafDomain,
       });
     }
@@ -246,8 +246,8 @@ export class RecipientClassifier {
    */
   private async noteUnmatchedMailer(mailer: string, source: string): Promise<void> {
     const report = this.opts.onUnmatchedMailer;
-    if (report === undefined || RELAY_MAILERS.includes(mailer.toLowerCase())) return;
-    const name = splitExtension(source, this.opts.recipients.delimiter).base.toLowerCase();
+    if (report === undefined || RELAY_MAILERS.includes(asciiLower(mailer))) return;
+    const name = asciiLower(splitExtension(source, this.opts.recipients.delimiter).base);
     if (!isPlausibleUserName(name)) return;
     const user = await this.opts.users.lookup(name).catch(() => null);
     if (user !== null) report(mailer, user.name);
@@ -270,7 +270,7 @@ function nonLocal(rcpt: string, reason: string): NonLocalRecipient {
  */
 export function localRecipientFor(user: UserAccount, rcpt: string, delimiter: string): LocalRecipient {
   const parsed = parseAddress(rcpt);
-  const localPart = parsed.localPart.toLowerCase();
+  const localPart = asciiLower(parsed.localPart);
   return {
     kind: 'local',
     user,
@@ -278,6 +278,6 @@ export function localRecipientFor(user: UserAccount, rcpt: string, delimiter: st
     address: parsed.address,
     localPart,
     extension: splitExtension(localPart, delimiter).extension,
-    domain: parsed.domain.toLowerCase(),
+    domain: asciiLower(parsed.domain),
   };
 }
