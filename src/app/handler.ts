@@ -10,7 +10,7 @@
 // (recipientFailure), from DATA to end of message it ends the message with
 // its 451 4.3.x, log line and counters (ourFailure) and removes the spool file.
 import type { ConnectionContext, ConnectFamily, CustomReply, EomResult, MilterHandler, StepResult } from '../milter/application.js';
-import { localsOf, stripBrackets, TransactionRecipients, type LocalRecipient } from '../recipients/index.js';
+import { localsOf, parseAddress, TransactionRecipients, type LocalRecipient } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
 import { decideOversize, mustSplit, OVERSIZE_REPLY, rcptStageReply, skipReason, SPLIT_REPLY } from '../policy/index.js';
 import type { FilterJob, FilterResult } from '../filter/job.js';
@@ -49,7 +49,8 @@ export class PerUserHandler implements MilterHandler {
     const config = this.app.config();
     this.tx = {
       config,
-      sender: stripBrackets(latin1(args[0])),
+      // One address parser for sender and recipients (brackets and a source route go).
+      sender: parseAddress(latin1(args[0])).address,
       recipients: new TransactionRecipients(),
       filtered: new Set<string>(),
       unfiltered: new Set<string>(),

@@ -10,7 +10,7 @@
 // LMTP sink takes a port in 25300-25399 (auxPort).
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { auxPort, filters, runOk, type Postfix, type Sendmail } from '../harness/index.js';
@@ -269,6 +269,37 @@ for (const kind of MTA_KINDS) {
         if (kind === 'postfix') {
           const alices = rig.mta.messages(rig.user('alice').name).find((m) => m.get('X-Pumtest-Case') === r.caseId);
           assert.equal(alices?.get('Delivered-To'), rig.addr('alice', 'spam'));
+        }
+      });
+    });
+
+    it('an RCPT-stage program (~/.user-milter-rcpt) refuses its own recipient with 550 at RCPT; the others are delivered', async (t) => {
+      if (cannotRun(t)) return;
+      await rig.scenario(async () => {
+        rig.setFilters({ alice: filters.accept(), bob: filters.accept() });
+        const alice = rig.user('alice');
+        const program = alice.file('.user-milter-rcpt');
+        writeFileSync(program, '#!/bin/sh\necho "$SENDER" >> "$HOME/rcpt-runs"\nif [ "$SENDER" = sender@client.test ]; then echo "5.7.1 alice takes no mail from you"; exit 1; fi\nexit 0\n');
+        chownSync(program, alice.uid, alice.gid);
+        chmodSync(program, 0o755);
+        try {
+          const milter = await rig.startMilter({ 'log.format': 'json' });
+          const mark = milter.logMark();
+          const r = await rig.send({ to: [rig.addr('alice'), rig.addr('bob')] });
+          assert.match(r.rcptReplies[0] ?? '', /^550[ -]5\.7\.1 alice takes no mail from you$/, r.transcript);
+          assert.match(r.rcptReplies[1] ?? '', /^250/, r.transcript);
+          assert.equal(r.code === 0 || /^250/.test(r.finalReply), true, r.transcript);
+          await rig.mta.settle();
+          assert.equal(rig.delivered('bob', r.caseId), 1);
+          assert.equal(rig.delivered('alice', r.caseId), 0);
+          assert.deepEqual(rig.user('alice').runs(), [], "alice's message filter never ran: she is not part of the transaction");
+          assert.equal(rig.user('bob').runs().length, 1);
+          assert.equal(alice.read('rcpt-runs'), 'sender@client.test\n');
+          await milter.waitForLog(/"event":"rcpt-stage".*"action":"reject"/, mark);
+          assert.equal(rig.user('bob').read('rcpt-runs'), undefined, 'bob has no RCPT-stage program: nothing ran for him');
+        } finally {
+          rmSync(program, { force: true });
+          rmSync(alice.file('rcpt-runs'), { force: true });
         }
       });
     });
