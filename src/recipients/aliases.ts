@@ -38,6 +38,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { PumError } from '../errors.js';
+import { asciiLower } from './address.js';
 import { ALIAS_CACHE_TTL_MS, ALIAS_LOOKUP_TIMEOUT_MS } from '../timeouts.js';
 
 /** local(8) and sendmail both stop at this depth; so do we. */
@@ -73,7 +74,7 @@ export function splitTargets(value: string): string[] {
       cur += ch;
     } else if (!quoted && (ch === ',' || ch === ' ' || ch === '\t')) {
       // `:include: /file` has a space after the colon in some files: keep it whole.
-      if (ch !== ',' && cur.trim().toLowerCase() === ':include:') continue;
+      if (ch !== ',' && asciiLower(cur.trim()) === ':include:') continue;
       flush();
     } else cur += ch;
   }
@@ -118,7 +119,7 @@ export function parseAliases(text: string): Map<string, string> {
       name = line.slice(0, colon).trim();
       rest = line.slice(colon + 1);
     }
-    const key = name.toLowerCase();
+    const key = asciiLower(name);
     // The first definition counts, as in sendmail and postalias (which warn about duplicates).
     if (!out.has(key)) out.set(key, rest.trim());
   }
@@ -139,7 +140,7 @@ class AliasesFile implements AliasTable {
     const entries = await this.load();
     const out = new Map<string, string>();
     for (const k of keys) {
-      const v = entries.get(k.toLowerCase());
+      const v = entries.get(asciiLower(k));
       if (v !== undefined) out.set(k, v);
     }
     return out;
@@ -156,7 +157,7 @@ class AliasesFile implements AliasTable {
     if (this.entries && stamp === this.stamp) return this.entries;
     let text: string;
     try {
-      text = await fs.promises.readFile(this.file, 'utf8');
+      text = await fs.promises.readFile(this.file, 'latin1');
     } catch (err) {
       throw new PumError('PUM_ERR_TABLE', `${this.name}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
     }
@@ -206,7 +207,9 @@ class PostfixTable implements AliasTable {
     let r;
     try {
       r = await execa('postmap', ['-c', postfixConfig(), '-q', '-', this.name], {
-        input: asked.join('\n') + '\n',
+        // Keys and answers are byte strings, like every envelope value (src/filter/environment.ts makes text of them).
+        input: Buffer.from(asked.join('\n') + '\n', 'latin1'),
+        encoding: 'latin1',
         reject: false,
         timeout: ALIAS_LOOKUP_TIMEOUT_MS,
         env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
@@ -303,7 +306,7 @@ export interface Expansion {
 
 /** `|cmd`, `/file`, `:include:…`: delivered by the MTA, never a user. */
 export function isDeliveryTarget(t: string): boolean {
-  return t.startsWith('|') || t.startsWith('/') || t.toLowerCase().startsWith(':include:');
+  return t.startsWith('|') || t.startsWith('/') || asciiLower(t).startsWith(':include:');
 }
 
 /**
@@ -312,9 +315,9 @@ export function isDeliveryTarget(t: string): boolean {
  * local-part keys (aliases(5)) apply to it.
  */
 export function aliasKeys(address: { localPart: string; base: string; domain: string }, localByRoute: boolean): string[] {
-  const lp = address.localPart.toLowerCase();
-  const base = address.base.toLowerCase();
-  const domain = address.domain.toLowerCase();
+  const lp = asciiLower(address.localPart);
+  const base = asciiLower(address.base);
+  const domain = asciiLower(address.domain);
   const keys: string[] = [];
   if (domain !== '') keys.push(`${lp}@${domain}`, `${base}@${domain}`);
   if (localByRoute || domain === '') keys.push(lp, base);
@@ -327,14 +330,14 @@ export function aliasKeys(address: { localPart: string; base: string; domain: st
  * keys for an address (the classifier knows the delimiter and what is local).
  */
 export async function expandAlias(tables: CachedTables, start: string, keysOf: (address: string) => string[]): Promise<Expansion> {
-  const seen = new Set<string>([start.toLowerCase()]);
+  const seen = new Set<string>([asciiLower(start)]);
   const leaves: AliasLeaf[] = [];
   const skipped: string[] = [];
   let expanded = false;
   const leafSeen = new Set<string>();
   const addLeaf = (target: string): void => {
-    if (leafSeen.has(target.toLowerCase())) return;
-    leafSeen.add(target.toLowerCase());
+    if (leafSeen.has(asciiLower(target))) return;
+    leafSeen.add(asciiLower(target));
     leaves.push({ target });
   };
 
@@ -352,9 +355,9 @@ export async function expandAlias(tables: CachedTables, start: string, keysOf: (
       for (const t of targets) {
         if (isDeliveryTarget(t)) skipped.push(t);
         else if (t.startsWith('\\')) addLeaf(t.slice(1)); // `\alice`: deliver to alice, do not expand again
-        else if (seen.has(t.toLowerCase())) addLeaf(t); // `alice: alice, archive`, or a loop
+        else if (seen.has(asciiLower(t))) addLeaf(t); // `alice: alice, archive`, or a loop
         else {
-          seen.add(t.toLowerCase());
+          seen.add(asciiLower(t));
           next.push(t);
         }
       }

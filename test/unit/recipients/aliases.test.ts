@@ -142,7 +142,7 @@ test('Postfix tables through postmap -q: hash (built by postalias, with and with
     fs.mkdirSync(cf);
     fs.writeFileSync(path.join(cf, 'main.cf'), '');
     const env = { ...process.env, MAIL_CONFIG: cf };
-    fs.writeFileSync(path.join(dir, 'aliases'), 'team: alice, bob\n"odd name": carol\n');
+    fs.writeFileSync(path.join(dir, 'aliases'), 'team: alice, bob\n"odd name": carol\njosé: dave\n');
     execFileSync('postalias', [`hash:${path.join(dir, 'aliases')}`], { env });
     fs.writeFileSync(path.join(dir, 'aliasesN'), 'team: dave\n');
     execFileSync('postalias', ['-N', `hash:${path.join(dir, 'aliasesN')}`], { env });
@@ -157,6 +157,11 @@ test('Postfix tables through postmap -q: hash (built by postalias, with and with
     ]);
     assert.deepEqual([...(await openAliasTable(`regexp:${path.join(dir, 'regexp')}`).lookup(['sales-carol@example.test']))], [['sales-carol@example.test', 'carol']]);
     assert.equal((await hash.lookup(['nothing-here'])).size, 0, 'not found: an empty answer, not an error');
+    // Keys travel as bytes (one character per byte, as from the milter wire): a UTF-8 local part is found.
+    const jose = Buffer.from('josé', 'utf8').toString('latin1');
+    assert.deepEqual([...(await hash.lookup([jose]))], [[jose, 'dave']]);
+    const x = await expandAlias(new CachedTables([hash]), Buffer.from('José', 'utf8').toString('latin1'), (a) => aliasKeys({ localPart: a, base: a, domain: '' }, true));
+    assert.deepEqual(x.leaves.map((l) => l.target), ['dave'], 'the key reaches postmap as the UTF-8 it came as (we lower-case ASCII only; Postfix folds the rest)');
     await assert.rejects(
       openAliasTable(`hash:${path.join(dir, 'missing')}`).lookup(['team']),
       (e: unknown) => e instanceof PumError && e.code === 'PUM_ERR_TABLE' && /hash:.*missing.*postmap exit 1.*fatal/.test(e.message),
