@@ -305,3 +305,57 @@ for (const kind of MTA_KINDS) {
     });
   });
 }
+
+/** One SMTP transaction over a raw socket, as bytes (swaks cannot send SMTPUTF8): the replies to each command. */
+async function rawSmtp(port: number, commands: Buffer[]): Promise<string[]> {
+  const sock = net.connect(port, '127.0.0.1');
+  const replies: string[] = [];
+  let buf = '';
+  const waiters: Array<(line: string) => void> = [];
+  sock.on('data', (d: Buffer) => {
+    buf += d.toString('latin1');
+    for (let nl = buf.indexOf('\r\n'); nl >= 0; nl = buf.indexOf('\r\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 2);
+      if (/^\d{3} /.test(line)) waiters.shift()?.(line);
+    }
+  });
+  const reply = (): Promise<string> => new Promise((resolve) => waiters.push(resolve));
+  await reply(); // greeting
+  for (const c of commands) {
+    const next = reply();
+    sock.write(c);
+    replies.push(await next);
+  }
+  sock.end();
+  return replies;
+}
+
+describe('postfix: an SMTPUTF8 sender', () => {
+  const rig = new Rig('postfix', { users: USERS, postfixMain: { smtputf8_enable: 'yes' } });
+  before(async () => {
+    if (quietlyRunnable()) await rig.start();
+  });
+  after(() => rig.stop());
+
+  it('josé@example.org reaches the filter\'s $SENDER as UTF-8, not double-encoded', async (t) => {
+    if (cannotRun(t)) return;
+    await rig.scenario(async () => {
+      rig.setFilters({ alice: filters.save(0) });
+      await rig.startMilter({ 'log.format': 'json' });
+      const line = (s: string): Buffer => Buffer.from(`${s}\r\n`, 'utf8');
+      const replies = await rawSmtp(rig.mta.port, [
+        line('EHLO client.test'),
+        line('MAIL FROM:<josé@example.org> SMTPUTF8'),
+        line(`RCPT TO:<${rig.addr('alice')}>`),
+        line('DATA'),
+        line('From: josé@example.org\r\nSubject: utf8\r\nX-Pumtest-Case: utf8\r\n\r\nhola\r\n.'),
+        line('QUIT'),
+      ]);
+      assert.match(replies[4] ?? '', /^250 /, replies.join('\n'));
+      await rig.mta.settle();
+      const env = Buffer.from(rig.user('alice').read('saved.env') ?? '', 'latin1').toString('utf8');
+      assert.match(env, /^SENDER=josé@example\.org$/m, env);
+    });
+  });
+});
