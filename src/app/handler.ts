@@ -12,7 +12,7 @@
 import type { ConnectionContext, ConnectFamily, CustomReply, EomResult, MilterHandler, StepResult } from '../milter/application.js';
 import { localsOf, parseAddress, TransactionRecipients, type LocalRecipient } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
-import { decideOversize, mustSplit, OVERSIZE_REPLY, rcptStageReply, skipReason, SPLIT_REPLY } from '../policy/index.js';
+import { decideOversize, mustSplit, OVERSIZE_REPLY, rcptStageReply, replyLine, skipReason, SPLIT_REPLY } from '../policy/index.js';
 import type { FilterJob, FilterResult } from '../filter/job.js';
 import { SMFIP_HDR_LEADSPC } from '../milter/constants.js';
 import { answered, customReply, ourFailure, recipientFailure } from './answer.js';
@@ -124,7 +124,7 @@ export class PerUserHandler implements MilterHandler {
           return customReply(SPLIT_REPLY);
         }
         tx.dryRunDeferred.push(rcpt);
-        this.conn.log.info({ queueId: tx.queueId || 'NOQUEUE', rcpt, dryRunWouldBe: 'defer', reply: SPLIT_REPLY }, 'dry run: split would defer this recipient');
+        this.conn.log.info({ queueId: tx.queueId || 'NOQUEUE', rcpt, dryRunWouldBe: 'defer', reply: replyLine(SPLIT_REPLY) }, 'dry run: split would defer this recipient');
       }
       for (const u of newFiltered) tx.filtered.add(u);
       for (const u of newUnfiltered) tx.unfiltered.add(u);
@@ -173,8 +173,8 @@ export class PerUserHandler implements MilterHandler {
         outcome: result.outcome,
         exit: result.exitCode ?? result.signal ?? null,
         ms: Math.round(result.durationMs),
-        action: reply === null ? 'continue' : reply.startsWith('5') ? 'reject' : 'tempfail',
-        ...(reply !== null ? { reply } : {}),
+        action: reply === null ? 'continue' : reply.code.startsWith('5') ? 'reject' : 'tempfail',
+        ...(reply !== null ? { reply: replyLine(reply) } : {}),
         ...(result.log !== '' && result.outcome !== 'accept' ? { output: result.log } : {}),
       },
       'rcpt-stage',

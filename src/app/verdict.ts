@@ -9,7 +9,7 @@
 // made up.
 import type { ConnectionContext, EomResult, Modification } from '../milter/application.js';
 import type { Config } from '../config/schema.js';
-import { errorReplyLine } from '../errors.js';
+import { errorReply } from '../errors.js';
 import { SMFIF_ADDRCPT } from '../milter/constants.js';
 import type { EnvelopeFacts, FilterJob, FilterResult } from '../filter/job.js';
 import type { LocalRecipient, RecipientsOfUser, TransactionRecipients } from '../recipients/index.js';
@@ -135,6 +135,6 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
     case 'reject':
     case 'tempfail':
       // decide() always gives these a reply; the fallback is only for the type.
-      return { reply: customReply(decision.reply ?? errorReplyLine('PUM_ERR_INTERNAL')) };
+      return { reply: decision.reply ? customReply(decision.reply) : errorReply('PUM_ERR_INTERNAL') };
   }
 }

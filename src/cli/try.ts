@@ -23,7 +23,7 @@ import { launcherReport, privilegeProblems } from '../filter/privileges.js';
 import { PumError } from '../errors.js';
 import { startLauncher } from '../launcher/start.js';
 import { launcherSettings } from './privsep.js';
-import { decide, decideOversize, policySettings, rcptStageReply } from '../policy/index.js';
+import { decide, decideOversize, policySettings, rcptStageReply, replyLine } from '../policy/index.js';
 import type { EnvelopeFacts, FilterJob, FilterResult, Outcome } from '../filter/job.js';
 import { localRecipientFor } from '../recipients/index.js';
 import { Spool, spoolRawMessage } from '../spool/index.js';
@@ -131,7 +131,7 @@ function printResult(config: Config, result: FilterResult): void {
     dryRun: false,
   });
   out(`verdict alone: ${decision.action}${config.policy.dryRun ? ' (policy.dryRun: the milter would accept)' : ''}`);
-  out(`reply: ${decision.reply ?? '(none)'}`);
+  out(`reply: ${decision.reply ? replyLine(decision.reply) : '(none)'}`);
   if (result.replyText !== '') out(`filter text: ${result.replyText}`);
   if (result.log !== '') {
     out('filter output:');
@@ -146,8 +146,8 @@ function printRcptResult(config: Config, result: FilterResult): void {
   out(`exit code: ${result.exitCode ?? (result.signal ? `none (signal ${result.signal})` : 'none (not run)')}`);
   out(`duration: ${Math.round(result.durationMs)} ms`);
   const reply = rcptStageReply(result.outcome, result.replyText, config.filter.onError);
-  out(`verdict alone: ${reply === null ? 'accept' : reply.startsWith('5') ? 'reject' : 'tempfail'}`);
-  out(`reply: ${reply ?? '(none)'}`);
+  out(`verdict alone: ${reply === null ? 'accept' : reply.code.startsWith('5') ? 'reject' : 'tempfail'}`);
+  out(`reply: ${reply ? replyLine(reply) : '(none)'}`);
   if (result.replyText !== '') out(`filter text: ${result.replyText}`);
   if (result.log !== '') {
     out('filter output:');
@@ -203,7 +203,7 @@ export async function tryCommand(argv: string[]): Promise<number> {
       out('outcome: none (not run)');
       out(`message larger than milter.maxMessageSize (${config.milter.maxMessageSize} bytes): the milter does not filter it`);
       out(`verdict alone: ${d.action}`);
-      out(`reply: ${d.reply ?? '(none)'}`);
+      out(`reply: ${d.reply ? replyLine(d.reply) : '(none)'}`);
       return EXIT_OTHER;
     }
     const problems = privilegeProblems(config, process.geteuid?.() ?? -1);

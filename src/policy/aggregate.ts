@@ -6,7 +6,7 @@
 import type { Outcome } from '../filter/job.js';
 import type { Config } from '../config/schema.js';
 import { withExtension } from './extension.js';
-import { combinedReply, OVERSIZE_REPLY } from './reply.js';
+import { combinedReply, OVERSIZE_REPLY, type ReplyValue } from './reply.js';
 
 export type Action = 'accept' | 'reject' | 'tempfail';
 export type Vote = 'accept' | 'reject' | 'tempfail';
@@ -28,8 +28,8 @@ export interface UserVerdict {
 
 export interface Verdict {
   action: Action;
-  /** Full SMTP reply (`550 5.7.1 …`) for reject and tempfail. */
-  reply?: string;
+  /** The SMTP reply for reject and tempfail. */
+  reply?: ReplyValue;
   /** RCPT arguments to remove with SMFIR_DELRCPT (policy.mixed = drop-rejecters, extension). */
   dropRcpts?: string[];
   /** RCPTs to add with SMFIR_ADDRCPT (policy.mixed = extension: the dropped ones at user+EXT@domain). */

@@ -7,13 +7,13 @@
 // the timeout or an unsafe program count as filter.onError: continue, or
 // 450 4.7.1. Pure: no I/O.
 import type { Outcome } from '../filter/job.js';
-import { filterReply } from './reply.js';
+import { filterReply, replyValue, type ReplyValue } from './reply.js';
 
-export const RCPT_REJECT_REPLY = '550 5.7.1 Recipient rejected by its owner';
-export const RCPT_TEMPFAIL_REPLY = '450 4.7.1 Recipient deferred by its owner';
+export const RCPT_REJECT_REPLY: ReplyValue = replyValue('550 5.7.1 Recipient rejected by its owner');
+export const RCPT_TEMPFAIL_REPLY: ReplyValue = replyValue('450 4.7.1 Recipient deferred by its owner');
 
 /** The reply for this recipient, or null to let it through. */
-export function rcptStageReply(outcome: Outcome, replyText: string, onError: 'accept' | 'tempfail'): string | null {
+export function rcptStageReply(outcome: Outcome, replyText: string, onError: 'accept' | 'tempfail'): ReplyValue | null {
   switch (outcome) {
     case 'accept':
     case 'nofilter':
@@ -23,7 +23,7 @@ export function rcptStageReply(outcome: Outcome, replyText: string, onError: 'ac
     case 'tempfail': {
       // A per-recipient tempfail is 450 (RFC 5321: mailbox unavailable), not the message's 451.
       const r = filterReply('tempfail', replyText);
-      return r === null ? RCPT_TEMPFAIL_REPLY : `450${r.slice(3)}`;
+      return r === null ? RCPT_TEMPFAIL_REPLY : { ...r, code: '450' };
     }
     case 'unsafe':
     case 'error':

@@ -11,10 +11,17 @@ import { PerUserHandler } from '../../../src/app/handler.js';
 import { loadConfig } from '../../../src/config/load.js';
 import type { ConnectionContext } from '../../../src/milter/application.js';
 import type { LocalRecipient, Recipient } from '../../../src/recipients/index.js';
-import { SPLIT_REPLY, addressBytes, inCidr, parseCidr, skipReason } from '../../../src/policy/index.js';
+import { replyLine, SPLIT_REPLY as SPLIT_VALUE, addressBytes, inCidr, parseCidr, skipReason } from '../../../src/policy/index.js';
+
+const SPLIT_REPLY = replyLine(SPLIT_VALUE);
 import type { UserAccount } from '../../../src/users/user.js';
 import type { FilterJob, FilterResult, Outcome } from '../../../src/filter/job.js';
-import { rcptStageReply } from '../../../src/policy/index.js';
+import { rcptStageReply as rcptStageValue } from '../../../src/policy/index.js';
+
+const rcptStageReply = (...a: Parameters<typeof rcptStageValue>): string | null => {
+  const r = rcptStageValue(...a);
+  return r === null ? null : replyLine(r);
+};
 
 const user = (name: string, uid: number): UserAccount => ({ name, uid, gid: uid, groups: [uid], home: `/nonexistent/${name}`, shell: '/bin/sh' });
 const USERS: Record<string, UserAccount> = { alice: user('alice', 5001), bob: user('bob', 5002), carol: user('carol', 5003) };

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mustSplit, type SplitQuestion } from '../../../src/policy/split.js';
-import { SPLIT_REPLY } from '../../../src/policy/reply.js';
+import { replyLine, SPLIT_REPLY } from '../../../src/policy/reply.js';
 
 const q = (over: Partial<SplitQuestion>): SplitQuestion => ({ mixed: 'split', filteredUsers: new Set(), acceptVotes: 0, newFiltered: [], newAcceptVotes: 0, ...over });
 
@@ -22,5 +22,5 @@ test('mustSplit: a second user with a filter, and (exact means exact) any accept
 });
 
 test('the split reply carries the contract code (our own 451s: test/unit/errors.test.ts)', () => {
-  assert.equal(SPLIT_REPLY, '452 4.5.3 Try again in a separate transaction');
+  assert.equal(replyLine(SPLIT_REPLY), '452 4.5.3 Try again in a separate transaction');
 });
