@@ -52,9 +52,6 @@ export class PerUserHandler implements MilterHandler {
       // One address parser for sender and recipients (brackets and a source route go).
       sender: parseAddress(latin1(args[0])).address,
       recipients: new TransactionRecipients(),
-      filtered: new Set<string>(),
-      unfiltered: new Set<string>(),
-      acceptVotes: 0,
       dryRunDeferred: [],
       file: null,
       queueId: this.conn.macros.get('i') ?? '',
@@ -99,23 +96,22 @@ export class PerUserHandler implements MilterHandler {
         if (refused !== null) return refused;
       }
       const locals = localsOf(recipient);
-      // Which of the users behind this RCPT have a say (asked once per user and transaction).
-      const filtered: string[] = [];
-      const unfiltered: string[] = [];
+      // Which of the users behind this RCPT have a say (asked of the launcher once per user and transaction).
+      const hasFilter = new Map<string, boolean>();
       for (const l of locals) {
-        const name = l.user.name;
-        if (tx.filtered.has(name) || (!tx.unfiltered.has(name) && (await this.app.hasFilter(l.user)))) filtered.push(name);
-        else unfiltered.push(name);
+        const known = tx.recipients.user(l.user.name);
+        if (!known && !hasFilter.has(l.user.name)) hasFilter.set(l.user.name, await this.app.hasFilter(l.user));
       }
-      const newFiltered = filtered.filter((u) => !tx.filtered.has(u));
-      const newUnfiltered = unfiltered.filter((u) => !tx.unfiltered.has(u));
-      const nonLocalVotes = tx.config.policy.nonLocal !== 'accept' ? 0 : recipient.kind === 'nonlocal' ? 1 : recipient.kind === 'alias' ? recipient.nonLocalTargets : 0;
+      const newFiltered = [...hasFilter].filter(([, has]) => has).map(([name]) => name);
+      const newUnfiltered = [...hasFilter].filter(([, has]) => !has).length;
+      const acceptsNonLocal = tx.config.policy.nonLocal === 'accept';
+      const nonLocalVotes = !acceptsNonLocal ? 0 : recipient.kind === 'nonlocal' ? 1 : recipient.kind === 'alias' ? recipient.nonLocalTargets : 0;
       const split = mustSplit({
         mixed: tx.config.policy.mixed,
-        filteredUsers: tx.filtered,
-        acceptVotes: tx.acceptVotes,
+        filteredUsers: tx.recipients.filteredUsers(),
+        acceptVotes: tx.recipients.unfilteredCount + (acceptsNonLocal ? tx.recipients.nonLocalCount : 0),
         newFiltered,
-        newAcceptVotes: newUnfiltered.length + nonLocalVotes,
+        newAcceptVotes: newUnfiltered + nonLocalVotes,
       });
       if (split) {
         // docs/reference.md §3 policy.dryRun: never a 452; say what would have been.
@@ -126,15 +122,12 @@ export class PerUserHandler implements MilterHandler {
         tx.dryRunDeferred.push(rcpt);
         this.conn.log.info({ queueId: tx.queueId || 'NOQUEUE', rcpt, dryRunWouldBe: 'defer', reply: replyLine(SPLIT_REPLY) }, 'dry run: split would defer this recipient');
       }
-      for (const u of newFiltered) tx.filtered.add(u);
-      for (const u of newUnfiltered) tx.unfiltered.add(u);
-      tx.acceptVotes += newUnfiltered.length + nonLocalVotes;
       if (recipient.kind === 'alias') {
         this.conn.log.debug({ rcpt, users: locals.map((l) => l.user.name), nonLocalTargets: recipient.nonLocalTargets }, 'alias recipient');
       } else if (recipient.kind === 'nonlocal') {
         this.conn.log.debug({ rcpt: recipient.rcpt, reason: recipient.reason }, 'non-local recipient');
       }
-      tx.recipients.add(recipient);
+      tx.recipients.add(recipient, hasFilter);
       this.app.metrics.recipient(locals.length > 0 ? 'local' : 'nonlocal');
       return 'continue';
     } catch (err) {
@@ -279,7 +272,7 @@ export class PerUserHandler implements MilterHandler {
     const tx = this.tx;
     if (tx === null || tx.file !== null) return 'continue';
     this.noteQueueId(tx);
-    if (tx.filtered.size === 0) {
+    if (tx.recipients.filteredUsers().size === 0) {
       // docs/reference.md §5.5: no local recipient with a filter -> accept without the body.
       answered(this.app, this.conn, tx, { action: 'accept', since, note: 'no local recipient with a filter' });
       this.tx = null;

@@ -24,13 +24,8 @@ export interface Transaction {
   config: Config;
   /** Envelope sender without brackets ('' for the null sender). */
   sender: string;
+  /** Who the message is for: each local user with their filter state, the non-local recipients. */
   recipients: TransactionRecipients;
-  /** Users (by name) with a filter among the recipients. */
-  filtered: Set<string>;
-  /** Users (by name) without a filter among the recipients (accept votes). */
-  unfiltered: Set<string>;
-  /** Accept votes among the recipients: users without a filter, non-local recipients under policy.nonLocal=accept (policy.mixed=split). */
-  acceptVotes: number;
   /** RCPTs policy.mixed=split would have deferred, had policy.dryRun not been set. */
   dryRunDeferred: string[];
   file: SpoolFile | null;
@@ -75,7 +70,7 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
   };
   const locals = tx.recipients.localUsers();
   // No filter at RCPT time: no say, and no run.
-  const asked = locals.filter((r) => tx.filtered.has(r.user.name));
+  const asked = locals.filter((r) => r.hasFilter);
   const jobs = asked.map((r): FilterJob => ({ spoolPath, user: r.user, envelope: envelopeFor(tx, r), settings }));
   let runs: Array<Promise<FilterResult>>;
   try {

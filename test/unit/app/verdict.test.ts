@@ -35,15 +35,12 @@ function user(name: string, uid: number): UserAccount {
 function transaction(names: string[]): Transaction {
   const recipients = new TransactionRecipients();
   names.forEach((n, i) => {
-    recipients.add({ kind: 'local', user: user(n, 5000 + i), rcpt: `<${n}@x.test>`, address: `${n}@x.test`, localPart: n, extension: '', domain: 'x.test' });
+    recipients.add({ kind: 'local', user: user(n, 5000 + i), rcpt: `<${n}@x.test>`, address: `${n}@x.test`, localPart: n, extension: '', domain: 'x.test' }, new Map([[n, true]]));
   });
   return {
     config: loadConfig({ env: {} }).config,
     sender: 's@y.test',
     recipients,
-    filtered: new Set(names),
-    unfiltered: new Set(),
-    acceptVotes: 0,
     dryRunDeferred: [],
     file: null,
     queueId: 'Q1',

@@ -20,6 +20,8 @@ test('a user reached twice is asked once but keeps every RCPT', () => {
   assert.equal(t.localUserCount, 2);
   assert.equal(t.nonLocalCount, 1);
   const users = t.localUsers();
+  assert.deepEqual(t.filteredUsers(), new Set(), 'no filter state given: no say');
+  assert.equal(t.unfilteredCount, 2);
   assert.deepEqual(users.map((u) => [u.user.name, u.first.rcpt, u.rcpts]), [
     ['alice', '<alice@x>', ['<alice@x>', '<Alice+lists@X>']],
     ['bob', '<bob@x>', ['<bob@x>']],
@@ -35,4 +37,15 @@ test('an alias RCPT reaches each user behind it; with non-local targets it is ke
   assert.deepEqual(t.localUsers().map((u) => [u.user.name, u.rcpts]), [['alice', ['<team@x>', '<alice@x>']], ['bob', ['<team@x>']], ['carol', ['<mixed@x>']]]);
   assert.equal(t.nonLocalCount, 2);
   assert.deepEqual([...t.keptRcpts], ['<mixed@x>']);
+});
+
+test('each user keeps the filter state of their first RCPT', () => {
+  const t = new TransactionRecipients();
+  t.add(local(alice, '<alice@x>'), new Map([['alice', true]]));
+  t.add(local(bob, '<bob@x>'), new Map([['bob', false]]));
+  t.add(local(alice, '<alice+y@x>'), new Map([['alice', false]]));
+  assert.deepEqual(t.filteredUsers(), new Set(['alice']));
+  assert.equal(t.unfilteredCount, 1);
+  assert.equal(t.user('alice')?.hasFilter, true);
+  assert.equal(t.user('carol'), undefined);
 });
