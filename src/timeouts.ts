@@ -66,3 +66,14 @@ export const METRICS_REQUEST_TIMEOUT_MS = 10_000;
 
 /** The launcher must print its ready line within this after it was started (it only sets up a socket and a cgroup). */
 export const LAUNCHER_READY_MS = 10_000;
+
+/**
+ * Answers of recipients.aliasMaps (found and not found) are cached this
+ * long: one postmap per table and message, not per recipient, and an
+ * edited table counts within half a minute (an aliases: file is re-read as
+ * soon as it changes).
+ */
+export const ALIAS_CACHE_TTL_MS = 30_000;
+
+/** One postmap query may take this long; a table server (LDAP, SQL) slower than that is a table failure (451 4.3.0 at RCPT). */
+export const ALIAS_LOOKUP_TIMEOUT_MS = 10_000;

@@ -8,15 +8,16 @@
 // or ourFailure() exactly once, so messages_total and the duration histogram
 // always agree.
 import type { ConnectionContext, CustomReply } from '../milter/application.js';
-import { errorReplyLine, toPumError, type PumError } from '../errors.js';
+import { errorReply, errorReplyLine, toPumError, type PumError } from '../errors.js';
+import { replyLine, type ReplyValue } from '../policy/index.js';
 import type { FilterResult } from '../filter/job.js';
 import type { Action } from '../policy/index.js';
 import type { AppContext } from './context.js';
 import type { Transaction } from './verdict.js';
 
-/** `550 5.7.1 text` -> SMFIR_REPLYCODE. */
-export function customReply(reply: string): CustomReply {
-  return { code: reply.slice(0, 3), text: reply.slice(4) };
+/** A reply value -> SMFIR_REPLYCODE (the engine writes code and text). */
+export function customReply(reply: ReplyValue): CustomReply {
+  return { code: reply.code, text: reply.text === '' ? reply.enhanced : `${reply.enhanced} ${reply.text}` };
 }
 
 export interface AnswerFacts {
@@ -25,19 +26,22 @@ export interface AnswerFacts {
   since: number;
   /** The users asked and what came of it (empty when no filter ran). */
   results?: ReadonlyArray<{ user: string; result: FilterResult }>;
-  reply?: string | undefined;
+  reply?: ReplyValue | undefined;
   note?: string | undefined;
   dryRunWouldBe?: Action | undefined;
   dropped?: readonly string[] | undefined;
+  /** RCPTs added (policy.mixed=extension: the rejecters' copies at user+EXT@domain). */
+  added?: readonly string[] | undefined;
 }
 
 /** One message answered: its log line and its counters. */
 export function answered(app: AppContext, conn: ConnectionContext, tx: Transaction, facts: AnswerFacts): void {
   logMessage(conn, tx, facts.results ?? [], facts.action, {
-    reply: facts.reply,
+    reply: facts.reply ? replyLine(facts.reply) : undefined,
     note: facts.note,
     dryRunWouldBe: facts.dryRunWouldBe,
     dropped: facts.dropped,
+    added: facts.added,
   });
   count(app, facts.action, facts.since);
 }
@@ -65,7 +69,7 @@ export function ourFailure(
   app.metrics.internalError(err.reason);
   logMessage(conn, tx, more.results ?? [], 'tempfail', { reply, reason: err, failed: more.failed });
   count(app, 'tempfail', since);
-  return customReply(reply);
+  return errorReply(err.code);
 }
 
 /**
@@ -93,7 +97,7 @@ export function recipientFailure(app: AppContext, conn: ConnectionContext, tx: T
     },
     'recipient tempfailed',
   );
-  return customReply(reply);
+  return errorReply(err.code);
 }
 
 function count(app: AppContext, action: Action, since: number): void {
@@ -112,6 +116,7 @@ export function logMessage(
     note?: string | undefined;
     dryRunWouldBe?: Action | undefined;
     dropped?: readonly string[] | undefined;
+    added?: readonly string[] | undefined;
     reason?: PumError | undefined;
     failed?: readonly string[] | undefined;
   } = {},
@@ -135,6 +140,8 @@ export function logMessage(
     ...(extra.note ? { note: extra.note } : {}),
     ...(extra.dryRunWouldBe ? { dryRunWouldBe: extra.dryRunWouldBe } : {}),
     ...(extra.dropped && extra.dropped.length > 0 ? { dropped: extra.dropped } : {}),
+    ...(extra.added && extra.added.length > 0 ? { added: extra.added } : {}),
+    ...(tx.dryRunDeferred.length > 0 ? { dryRunDeferred: tx.dryRunDeferred } : {}),
     ms: Math.round(performance.now() - tx.started),
   };
   if (extra.reason) conn.log.error(line, 'message');

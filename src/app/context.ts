@@ -10,7 +10,7 @@ import type { FilterJob, FilterResult, Outcome } from '../filter/job.js';
 import type { UserAccount } from '../users/user.js';
 import type { Recipient, RcptInput } from '../recipients/index.js';
 import type { Spool } from '../spool/index.js';
-import type { Action } from '../policy/index.js';
+import type { Action, SkipReason } from '../policy/index.js';
 import type { MilterLogger } from '../milter/application.js';
 
 /** Runs filter jobs (src/runner/client.ts in production: the runner process and its pool). */
@@ -32,6 +32,10 @@ export interface AppMetrics {
   internalError(reason: InternalReason): void;
   filterRun(outcome: Outcome, durationMs: number, user: string): void;
   recipient(kind: 'local' | 'nonlocal'): void;
+  /** One RCPT-stage program run (docs/reference.md §4b, rcpt_filter_runs_total). */
+  rcptFilterRun(outcome: Outcome, user: string): void;
+  /** A message accepted without filters by a skip rule (docs/reference.md §5.7). */
+  skip(reason: SkipReason): void;
   spoolBytes(bytes: number): void;
 }
 
@@ -39,7 +43,8 @@ export interface AppContext {
   /** The configuration in force for new messages. */
   config(): Config;
   classify(input: RcptInput): Promise<Recipient>;
-  hasFilter(user: UserAccount): Promise<boolean>;
+  /** Whether the user has a program of this kind (default: the message filter, own or filter.default); asked of the launcher, as the user. */
+  hasFilter(user: UserAccount, program?: 'filter' | 'rcpt'): Promise<boolean>;
   spool: Spool;
   runner: FilterRunner;
   metrics: AppMetrics;

@@ -10,13 +10,14 @@
 // (recipientFailure), from DATA to end of message it ends the message with
 // its 451 4.3.x, log line and counters (ourFailure) and removes the spool file.
 import type { ConnectionContext, ConnectFamily, CustomReply, EomResult, MilterHandler, StepResult } from '../milter/application.js';
-import { stripBrackets, TransactionRecipients } from '../recipients/index.js';
+import { localsOf, parseAddress, TransactionRecipients, type LocalRecipient } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
-import { decideOversize, mustSplit, OVERSIZE_REPLY, SPLIT_REPLY } from '../policy/index.js';
+import { decideOversize, mustSplit, OVERSIZE_REPLY, rcptStageReply, replyLine, skipReason, SPLIT_REPLY } from '../policy/index.js';
+import type { FilterJob, FilterResult } from '../filter/job.js';
 import { SMFIP_HDR_LEADSPC } from '../milter/constants.js';
 import { answered, customReply, ourFailure, recipientFailure } from './answer.js';
 import type { AppContext } from './context.js';
-import { askFilters, type Transaction } from './verdict.js';
+import { askFilters, envelopeOf, type Transaction } from './verdict.js';
 
 const latin1 = (b: Buffer | undefined): string => (b === undefined ? '' : b.toString('latin1'));
 
@@ -48,9 +49,10 @@ export class PerUserHandler implements MilterHandler {
     const config = this.app.config();
     this.tx = {
       config,
-      sender: stripBrackets(latin1(args[0])),
+      // One address parser for sender and recipients (brackets and a source route go).
+      sender: parseAddress(latin1(args[0])).address,
       recipients: new TransactionRecipients(),
-      filtered: new Set<string>(),
+      dryRunDeferred: [],
       file: null,
       queueId: this.conn.macros.get('i') ?? '',
       started: performance.now(),
@@ -63,6 +65,17 @@ export class PerUserHandler implements MilterHandler {
         saslUsername: this.conn.macros.get('{auth_authen}') ?? '',
       },
     };
+    // docs/reference.md §5.7: trusted networks and authenticated clients are accepted at MAIL, before any recipient.
+    const skip = skipReason(
+      { clientAddress: this.clientAddress, authenticatedAs: this.tx.client.saslUsername },
+      { trustedNetworks: config.policy.trustedNetworks, skipAuthenticated: config.policy.skipAuthenticated },
+    );
+    if (skip !== null) {
+      this.app.metrics.skip(skip.reason);
+      answered(this.app, this.conn, this.tx, { action: 'accept', since: performance.now(), note: skip.note });
+      this.tx = null;
+      return 'accept';
+    }
     return 'continue';
   }
 
@@ -77,22 +90,89 @@ export class PerUserHandler implements MilterHandler {
         rcptMailer: this.conn.macros.get('{rcpt_mailer}'),
         rcptAddr: this.conn.macros.get('{rcpt_addr}'),
       });
+      // docs/reference.md §4b: the user's RCPT-stage program answers for this recipient alone, before anything else.
       if (recipient.kind === 'local') {
-        const withFilter = tx.filtered.has(recipient.user.name) || (await this.app.hasFilter(recipient.user));
-        if (mustSplit({ mixed: tx.config.policy.mixed, filteredUsers: tx.filtered, user: recipient.user.name, hasFilter: withFilter })) {
-          this.conn.log.debug({ rcpt: recipient.rcpt, user: recipient.user.name }, 'split: deferring recipient to its own transaction');
+        const refused = await this.rcptStage(tx, recipient);
+        if (refused !== null) return refused;
+      }
+      const locals = localsOf(recipient);
+      // Which of the users behind this RCPT have a say (asked of the launcher once per user and transaction).
+      const hasFilter = new Map<string, boolean>();
+      for (const l of locals) {
+        const known = tx.recipients.user(l.user.name);
+        if (!known && !hasFilter.has(l.user.name)) hasFilter.set(l.user.name, await this.app.hasFilter(l.user));
+      }
+      const newFiltered = [...hasFilter].filter(([, has]) => has).map(([name]) => name);
+      const newUnfiltered = [...hasFilter].filter(([, has]) => !has).length;
+      const acceptsNonLocal = tx.config.policy.nonLocal === 'accept';
+      const nonLocalVotes = !acceptsNonLocal ? 0 : recipient.kind === 'nonlocal' ? 1 : recipient.kind === 'alias' ? recipient.nonLocalTargets : 0;
+      const split = mustSplit({
+        mixed: tx.config.policy.mixed,
+        filteredUsers: tx.recipients.filteredUsers(),
+        acceptVotes: tx.recipients.unfilteredCount + (acceptsNonLocal ? tx.recipients.nonLocalCount : 0),
+        newFiltered,
+        newAcceptVotes: newUnfiltered + nonLocalVotes,
+      });
+      if (split) {
+        // docs/reference.md §3 policy.dryRun: never a 452; say what would have been.
+        if (!tx.config.policy.dryRun) {
+          this.conn.log.debug({ rcpt, users: newFiltered }, 'split: deferring recipient to its own transaction');
           return customReply(SPLIT_REPLY);
         }
-        if (withFilter) tx.filtered.add(recipient.user.name);
-      } else {
+        tx.dryRunDeferred.push(rcpt);
+        this.conn.log.info({ queueId: tx.queueId || 'NOQUEUE', rcpt, dryRunWouldBe: 'defer', reply: replyLine(SPLIT_REPLY) }, 'dry run: split would defer this recipient');
+      }
+      if (recipient.kind === 'alias') {
+        this.conn.log.debug({ rcpt, users: locals.map((l) => l.user.name), nonLocalTargets: recipient.nonLocalTargets }, 'alias recipient');
+      } else if (recipient.kind === 'nonlocal') {
         this.conn.log.debug({ rcpt: recipient.rcpt, reason: recipient.reason }, 'non-local recipient');
       }
-      tx.recipients.add(recipient);
-      this.app.metrics.recipient(recipient.kind === 'local' ? 'local' : 'nonlocal');
+      tx.recipients.add(recipient, hasFilter);
+      this.app.metrics.recipient(locals.length > 0 ? 'local' : 'nonlocal');
       return 'continue';
     } catch (err) {
       return recipientFailure(this.app, this.conn, tx, rcpt, err);
     }
+  }
+
+  /**
+   * Runs the recipient's RCPT-stage program when the user has one (asked
+   * of the launcher: no run, no process, for users without): a reply that
+   * refuses or defers this recipient, or null to go on. No message yet, so
+   * no spool file; filter.rcptTimeout; filter.maxPerUser applies as to every
+   * run. Our own failure throws (the caller tempfails the RCPT, 451 4.3.x).
+   */
+  private async rcptStage(tx: Transaction, r: LocalRecipient): Promise<CustomReply | null> {
+    const filter = tx.config.filter;
+    if (filter.rcptPath === '' || !(await this.app.hasFilter(r.user, 'rcpt'))) return null;
+    const job: FilterJob = {
+      spoolPath: '',
+      program: 'rcpt',
+      user: r.user,
+      envelope: envelopeOf(tx, r),
+      settings: { path: filter.rcptPath, timeout: filter.rcptTimeout, sandbox: filter.sandbox, limits: filter.limits, exitCodes: filter.exitCodes },
+    };
+    const [run] = this.app.runner.runMessage([job]);
+    const result = await (run as Promise<FilterResult>);
+    this.app.metrics.rcptFilterRun(result.outcome, r.user.name);
+    const reply = rcptStageReply(result.outcome, result.replyText, filter.onError);
+    this.conn.log.info(
+      {
+        event: 'rcpt-stage',
+        queueId: tx.queueId || 'NOQUEUE',
+        from: tx.sender,
+        rcpt: r.rcpt,
+        user: r.user.name,
+        outcome: result.outcome,
+        exit: result.exitCode ?? result.signal ?? null,
+        ms: Math.round(result.durationMs),
+        action: reply === null ? 'continue' : reply.code.startsWith('5') ? 'reject' : 'tempfail',
+        ...(reply !== null ? { reply: replyLine(reply) } : {}),
+        ...(result.log !== '' && result.outcome !== 'accept' ? { output: result.log } : {}),
+      },
+      'rcpt-stage',
+    );
+    return reply === null ? null : customReply(reply);
   }
 
   /** All recipients are known: accept at once when nobody has a say, else start spooling. */
@@ -192,7 +272,7 @@ export class PerUserHandler implements MilterHandler {
     const tx = this.tx;
     if (tx === null || tx.file !== null) return 'continue';
     this.noteQueueId(tx);
-    if (tx.filtered.size === 0) {
+    if (tx.recipients.filteredUsers().size === 0) {
       // docs/reference.md §5.5: no local recipient with a filter -> accept without the body.
       answered(this.app, this.conn, tx, { action: 'accept', since, note: 'no local recipient with a filter' });
       this.tx = null;

@@ -9,9 +9,10 @@
 // made up.
 import type { ConnectionContext, EomResult, Modification } from '../milter/application.js';
 import type { Config } from '../config/schema.js';
-import { errorReplyLine } from '../errors.js';
+import { errorReply } from '../errors.js';
+import { SMFIF_ADDRCPT } from '../milter/constants.js';
 import type { EnvelopeFacts, FilterJob, FilterResult } from '../filter/job.js';
-import type { RecipientsOfUser, TransactionRecipients } from '../recipients/index.js';
+import type { LocalRecipient, RecipientsOfUser, TransactionRecipients } from '../recipients/index.js';
 import type { SpoolFile } from '../spool/index.js';
 import { decide, policySettings, type UserVerdict } from '../policy/index.js';
 import { answered, customReply, ourFailure } from './answer.js';
@@ -23,22 +24,24 @@ export interface Transaction {
   config: Config;
   /** Envelope sender without brackets ('' for the null sender). */
   sender: string;
+  /** Who the message is for: each local user with their filter state, the non-local recipients. */
   recipients: TransactionRecipients;
-  /** Users (by name) with a filter among the recipients. */
-  filtered: Set<string>;
+  /** RCPTs policy.mixed=split would have deferred, had policy.dryRun not been set. */
+  dryRunDeferred: string[];
   file: SpoolFile | null;
   queueId: string;
   started: number;
   client: { address: string; hostname: string; helo: string; protocol: string; saslMethod: string; saslUsername: string };
 }
 
-function envelopeFor(tx: Transaction, r: RecipientsOfUser): EnvelopeFacts {
+/** The filter environment's envelope part for one user's recipient address (docs/reference.md §4): theirs only. */
+export function envelopeOf(tx: Transaction, r: LocalRecipient): EnvelopeFacts {
   return {
     SENDER: tx.sender,
-    RECIPIENT: r.first.address,
-    LOCAL: r.first.localPart,
-    EXTENSION: r.first.extension,
-    DOMAIN: r.first.domain,
+    RECIPIENT: r.address,
+    LOCAL: r.localPart,
+    EXTENSION: r.extension,
+    DOMAIN: r.domain,
     CLIENT_ADDRESS: tx.client.address,
     CLIENT_HOSTNAME: tx.client.hostname,
     CLIENT_HELO: tx.client.helo,
@@ -47,6 +50,10 @@ function envelopeFor(tx: Transaction, r: RecipientsOfUser): EnvelopeFacts {
     SASL_METHOD: tx.client.saslMethod,
     SASL_USERNAME: tx.client.saslUsername,
   };
+}
+
+function envelopeFor(tx: Transaction, r: RecipientsOfUser): EnvelopeFacts {
+  return envelopeOf(tx, r.first);
 }
 
 const NO_FILTER: FilterResult = { outcome: 'nofilter', exitCode: null, signal: null, durationMs: 0, replyText: '', log: '' };
@@ -63,7 +70,7 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
   };
   const locals = tx.recipients.localUsers();
   // No filter at RCPT time: no say, and no run.
-  const asked = locals.filter((r) => tx.filtered.has(r.user.name));
+  const asked = locals.filter((r) => r.hasFilter);
   const jobs = asked.map((r): FilterJob => ({ spoolPath, user: r.user, envelope: envelopeFor(tx, r), settings }));
   let runs: Array<Promise<FilterResult>>;
   try {
@@ -97,7 +104,7 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
   }
   if (failed.length > 0) return { reply: ourFailure(app, conn, tx, failure, since, { results, failed }) };
 
-  const decision = decide(users, tx.recipients.nonLocalCount, policySettings(config));
+  const decision = decide(users, tx.recipients.nonLocalCount, policySettings(config), tx.recipients.keptRcpts);
   answered(app, conn, tx, {
     action: decision.action,
     since,
@@ -105,15 +112,24 @@ export async function askFilters(app: AppContext, conn: ConnectionContext, tx: T
     reply: decision.reply,
     dryRunWouldBe: decision.dryRunWouldBe?.action,
     dropped: decision.dropRcpts,
+    ...(decision.addRcpts ? { added: decision.addRcpts } : {}),
   });
   switch (decision.action) {
     case 'accept': {
-      const modifications: Modification[] = (decision.dropRcpts ?? []).map((rcpt) => ({ kind: 'deleteRecipient', recipient: Buffer.from(rcpt, 'latin1') }));
+      if (decision.addRcpts && decision.addRcpts.length > 0 && (conn.negotiated.actions & SMFIF_ADDRCPT) === 0) {
+        // policy.mixed=extension needs SMFIR_ADDRCPT, which this MTA did not offer: deliver unchanged rather than lose the copies.
+        conn.log.warn({ queueId: tx.queueId, rcpts: decision.dropRcpts }, 'policy.mixed=extension: the MTA does not allow adding recipients (SMFIF_ADDRCPT); delivering unchanged');
+        return { reply: 'accept', modifications: [] };
+      }
+      const modifications: Modification[] = [
+        ...(decision.dropRcpts ?? []).map((rcpt): Modification => ({ kind: 'deleteRecipient', recipient: Buffer.from(rcpt, 'latin1') })),
+        ...(decision.addRcpts ?? []).map((rcpt): Modification => ({ kind: 'addRecipient', recipient: Buffer.from(rcpt, 'latin1') })),
+      ];
       return { reply: 'accept', modifications };
     }
     case 'reject':
     case 'tempfail':
       // decide() always gives these a reply; the fallback is only for the type.
-      return { reply: customReply(decision.reply ?? errorReplyLine('PUM_ERR_INTERNAL')) };
+      return { reply: decision.reply ? customReply(decision.reply) : errorReply('PUM_ERR_INTERNAL') };
   }
 }

@@ -41,9 +41,29 @@ function get(config: Config, dotted: string): unknown {
   return dotted.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], config);
 }
 
-function classifierOptions(config: Config, metrics: Metrics): ClassifierOptions {
-  const users = createUserResolver({ passwdFile: config.users.passwdFile, minUid: config.users.minUid, onLookup: (r) => metrics.userLookup(r) });
-  return { recipients: config.recipients, users };
+/** Mailers already warned about: one warning per mailer value per process. */
+const warnedMailers = new Set<string>();
+
+function classifierOptions(config: Config, metrics: Metrics, log: Logger): ClassifierOptions {
+  const users = createUserResolver({
+    passwdFile: config.users.passwdFile,
+    minUid: config.users.minUid,
+    maxUid: config.users.maxUid,
+    onLookup: (r) => metrics.userLookup(r),
+  });
+  return {
+    recipients: config.recipients,
+    users,
+    onUnmatchedMailer: (mailer, user) => {
+      metrics.recipientUnmatchedMailer(mailer);
+      if (warnedMailers.has(mailer)) return;
+      warnedMailers.add(mailer);
+      log.warn(
+        { mailer, user, localMailers: config.recipients.localMailers.join(',') },
+        `a recipient names user ${user} but its {rcpt_mailer} ${JSON.stringify(mailer)} is not in recipients.localMailers, so no filter runs for it; add the mailer if it delivers locally (said once per mailer)`,
+      );
+    },
+  };
 }
 
 /** How long a SIGTERM waits for messages in flight: a filter may run its whole timeout plus the kill grace. */
@@ -115,7 +135,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     const opened = await Spool.open(spoolDir.dir);
     spool = opened.spool;
     log.info({ spoolDir: spoolDir.dir, staleRemoved: opened.staleRemoved }, 'spool ready');
-    classifier = await RecipientClassifier.create(classifierOptions(config, metrics));
+    classifier = await RecipientClassifier.create(classifierOptions(config, metrics, log));
   } catch (err) {
     const lines = err instanceof StartRefused ? err.lines : [(err as Error).message];
     for (const line of lines) log.fatal({}, `cannot start: ${line}`);
@@ -160,9 +180,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
     // Asked at RCPT: the launcher checks as the user, in a child of its own
     // (it looks the account up by uid). `unsafe` counts as having one: the run then reports why. Users
     // outside users.minUid..maxUid (as the launcher was started) never get a run.
-    hasFilter: async (user) => {
+    hasFilter: async (user, program = 'filter') => {
       if (user.uid < settings.minUid || user.uid > settings.maxUid) return false;
-      const a = await (await launcherConnection()).stat({ program: 'filter', user: user.name, uid: user.uid });
+      // The RCPT stage exists only when the launcher was started with its template.
+      if (program === 'rcpt' && settings.rcptPath === '') return false;
+      const a = await (await launcherConnection()).stat({ program, user: user.name, uid: user.uid });
       return a.what !== 'none';
     },
     spool,
@@ -197,7 +219,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const reload = async (): Promise<void> => {
     try {
       const next = loadConfig({ file, args: keyArgs }).config;
-      await classifier.reload(classifierOptions(next, metrics));
+      await classifier.reload(classifierOptions(next, metrics, log));
       runner.setMaxPerUser(next.filter.maxPerUser);
       const ignored = RESTART_KEYS.filter((k) => JSON.stringify(get(next, k)) !== JSON.stringify(get(config, k)));
       if (ignored.length > 0) log.warn({ keys: ignored.join(',') }, 'reload: these keys take effect only after a restart');

@@ -14,6 +14,7 @@ import { ownPrivileges, privilegeProblems } from '../filter/privileges.js';
 import { findTool, launcherBinary } from '../launcher/start.js';
 import { parseSocketSpec } from '../milter/socket-spec.js';
 import { RecipientMap } from '../recipients/map.js';
+import { aliasSpecProblem, openAliasTable } from '../recipients/aliases.js';
 import { describeSpoolPlan, planSpoolDir } from '../spool/location.js';
 import { parsePasswdLine } from '../users/resolve.js';
 
@@ -55,6 +56,23 @@ function checkRecipientMap(config: Config): Promise<Finding[]> | Finding[] {
     // "FILE: ENOENT: no such file or directory, open 'FILE'" -> "FILE: no such file".
     (err: Error) => [error(`recipients.map: ${err.message.replace(/: (ENOENT|EACCES): .*$/, (_m, code: string) => `: ${code === 'ENOENT' ? 'no such file' : 'permission denied'}`)}`)],
   );
+}
+
+/** Each table of recipients.aliasMaps answers (a key it will not have: not found is fine, a failure is not). */
+async function checkAliasMaps(config: Config): Promise<Finding[]> {
+  const findings = await Promise.all(
+    config.recipients.aliasMaps.map(async (spec): Promise<Finding[]> => {
+      const problem = aliasSpecProblem(spec);
+      if (problem !== '') return [error(`recipients.aliasMaps: ${problem}`)];
+      try {
+        await openAliasTable(spec).lookup(['per-user-milter-check-config']);
+        return [];
+      } catch (err) {
+        return [error(`recipients.aliasMaps: ${(err as Error).message}`)];
+      }
+    }),
+  );
+  return findings.flat();
 }
 
 function checkUsers(config: Config): Finding[] {
@@ -161,6 +179,7 @@ function checkListen(config: Config): Finding[] {
 
 for (const [name, run] of [
   ['recipients.map', checkRecipientMap],
+  ['recipients.aliasMaps', checkAliasMaps],
   ['users', checkUsers],
   ['spool.dir', checkSpool],
   ['filter.sandbox', checkSandbox],

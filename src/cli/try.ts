@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { closeLauncherConnection, LAUNCHER_SOCKET_ENV, runFilter } from '../filter/run.js';
@@ -23,7 +23,7 @@ import { launcherReport, privilegeProblems } from '../filter/privileges.js';
 import { PumError } from '../errors.js';
 import { startLauncher } from '../launcher/start.js';
 import { launcherSettings } from './privsep.js';
-import { decide, decideOversize, policySettings } from '../policy/index.js';
+import { decide, decideOversize, policySettings, rcptStageReply, replyLine } from '../policy/index.js';
 import type { EnvelopeFacts, FilterJob, FilterResult, Outcome } from '../filter/job.js';
 import { localRecipientFor } from '../recipients/index.js';
 import { Spool, spoolRawMessage } from '../spool/index.js';
@@ -43,6 +43,8 @@ export interface TryArgs {
   clientAddress: string | undefined;
   helo: string | undefined;
   saslUsername: string | undefined;
+  /** Run the user's RCPT-stage program (docs/reference.md §4b) instead: no message. */
+  rcptStage: boolean;
   /** undefined or '-': standard input. */
   file: string | undefined;
   configFile: string | undefined;
@@ -51,12 +53,14 @@ export interface TryArgs {
 
 class UsageError extends Error {}
 
-const USAGE = 'usage: per-user-milter try --user NAME [--sender ADDR] [--recipient ADDR] [--client-address IP] [--helo NAME] [--sasl-username NAME] [--config FILE] [--dotted.key VALUE ...] [FILE]\n(per-user-milter try --help says more)';
+const USAGE = 'usage: per-user-milter try --user NAME [--sender ADDR] [--recipient ADDR] [--client-address IP] [--helo NAME] [--sasl-username NAME] [--rcpt-stage] [--config FILE] [--dotted.key VALUE ...] [FILE]\n(per-user-milter try --help says more)';
 
 const OWN_OPTIONS = ['user', 'sender', 'recipient', 'client-address', 'helo', 'sasl-username'] as const;
 
 export function parseTryArgs(argv: string[]): TryArgs {
-  const split = splitConfigArgs(argv, OWN_OPTIONS);
+  // The one flag without a value.
+  const rcptStage = argv.includes('--rcpt-stage');
+  const split = splitConfigArgs(argv.filter((w) => w !== '--rcpt-stage'), OWN_OPTIONS);
   const own: Record<string, string> = {};
   const operands: string[] = [];
   for (let i = 0; i < split.rest.length; i++) {
@@ -71,15 +75,19 @@ export function parseTryArgs(argv: string[]): TryArgs {
   }
   if (own.user === undefined || own.user === '') throw new UsageError('--user NAME is required');
   if (operands.length > 1) throw new UsageError(`one FILE at most, got: ${operands.join(' ')}`);
+  if (rcptStage && operands.length > 0) throw new UsageError('--rcpt-stage runs the program with no message: no FILE');
   const clientAddress = own['client-address'];
   if (clientAddress !== undefined && net.isIP(clientAddress) === 0) throw new UsageError(`--client-address wants an IPv4 or IPv6 address, got ${JSON.stringify(clientAddress)}`);
+  // The milter receives envelope values as bytes (src/filter/environment.ts turns them into text): so does try.
+  const bytes = (v: string | undefined): string | undefined => (v === undefined ? undefined : Buffer.from(v, 'utf8').toString('latin1'));
   return {
     user: own.user,
-    sender: own.sender,
-    recipient: own.recipient,
+    sender: bytes(own.sender),
+    recipient: bytes(own.recipient),
     clientAddress,
-    helo: own.helo,
-    saslUsername: own['sasl-username'],
+    helo: bytes(own.helo),
+    saslUsername: bytes(own['sasl-username']),
+    rcptStage,
     file: operands[0],
     configFile: split.configFile,
     keyArgs: split.keyArgs,
@@ -123,7 +131,23 @@ function printResult(config: Config, result: FilterResult): void {
     dryRun: false,
   });
   out(`verdict alone: ${decision.action}${config.policy.dryRun ? ' (policy.dryRun: the milter would accept)' : ''}`);
-  out(`reply: ${decision.reply ?? '(none)'}`);
+  out(`reply: ${decision.reply ? replyLine(decision.reply) : '(none)'}`);
+  if (result.replyText !== '') out(`filter text: ${result.replyText}`);
+  if (result.log !== '') {
+    out('filter output:');
+    for (const line of result.log.replace(/\n$/, '').split('\n')) out(`  ${line}`);
+  }
+}
+
+/** The RCPT stage: what this one recipient would be answered at RCPT (docs/reference.md §4b). */
+function printRcptResult(config: Config, result: FilterResult): void {
+  out('stage: rcpt');
+  out(`outcome: ${result.outcome}`);
+  out(`exit code: ${result.exitCode ?? (result.signal ? `none (signal ${result.signal})` : 'none (not run)')}`);
+  out(`duration: ${Math.round(result.durationMs)} ms`);
+  const reply = rcptStageReply(result.outcome, result.replyText, config.filter.onError);
+  out(`verdict alone: ${reply === null ? 'accept' : reply.code.startsWith('5') ? 'reject' : 'tempfail'}`);
+  out(`reply: ${reply ? replyLine(reply) : '(none)'}`);
   if (result.replyText !== '') out(`filter text: ${result.replyText}`);
   if (result.log !== '') {
     out('filter output:');
@@ -157,7 +181,8 @@ export async function tryCommand(argv: string[]): Promise<number> {
     return EXIT_OTHER;
   }
 
-  const input: Readable = args.file === undefined || args.file === '-' ? process.stdin : fs.createReadStream(args.file);
+  // The RCPT stage has no message: the spool (and the launcher) still need a directory, nothing is read.
+  const input: Readable = args.rcptStage ? Readable.from([]) : args.file === undefined || args.file === '-' ? process.stdin : fs.createReadStream(args.file);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'per-user-milter-try-'));
   try {
     const { spool } = await Spool.open(dir);
@@ -178,7 +203,7 @@ export async function tryCommand(argv: string[]): Promise<number> {
       out('outcome: none (not run)');
       out(`message larger than milter.maxMessageSize (${config.milter.maxMessageSize} bytes): the milter does not filter it`);
       out(`verdict alone: ${d.action}`);
-      out(`reply: ${d.reply ?? '(none)'}`);
+      out(`reply: ${d.reply ? replyLine(d.reply) : '(none)'}`);
       return EXIT_OTHER;
     }
     const problems = privilegeProblems(config, process.geteuid?.() ?? -1);
@@ -196,13 +221,19 @@ export async function tryCommand(argv: string[]): Promise<number> {
     }
     for (const w of launcherReport(launcher.ready, process.getuid?.() ?? -1).warn) err(w);
     process.env[LAUNCHER_SOCKET_ENV] = settings.socket;
+    if (args.rcptStage && config.filter.rcptPath === '') {
+      err('filter.rcptPath is empty: the RCPT stage is disabled');
+      await launcher.stop();
+      return EXIT_OTHER;
+    }
     const job: FilterJob = {
-      spoolPath: file.path,
+      spoolPath: args.rcptStage ? '' : file.path,
+      ...(args.rcptStage ? { program: 'rcpt' as const } : {}),
       user,
       envelope: envelopeFor(config, user, sender, args),
       settings: {
-        path: config.filter.path,
-        timeout: config.filter.timeout,
+        path: args.rcptStage ? config.filter.rcptPath : config.filter.path,
+        timeout: args.rcptStage ? config.filter.rcptTimeout : config.filter.timeout,
         sandbox: config.filter.sandbox,
         limits: config.filter.limits,
         exitCodes: config.filter.exitCodes,
@@ -222,7 +253,8 @@ export async function tryCommand(argv: string[]): Promise<number> {
       await launcher.stop();
     }
     out(`user: ${user.name} (uid ${user.uid})`);
-    printResult(config, result);
+    if (args.rcptStage) printRcptResult(config, result);
+    else printResult(config, result);
     return EXIT_BY_OUTCOME[result.outcome] ?? EXIT_OTHER;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

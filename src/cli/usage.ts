@@ -47,6 +47,7 @@ Options:
   --client-address IP    the SMTP client's address (CLIENT_ADDRESS)
   --helo NAME            the SMTP client's HELO/EHLO name (CLIENT_HELO)
   --sasl-username NAME   the authenticated SMTP user (SASL_USERNAME)
+  --rcpt-stage           run NAME's RCPT-stage program (filter.rcptPath) instead, with no message
   --config FILE          configuration file
   --KEY VALUE            any configuration key
   -h, --help             this text
@@ -58,7 +59,7 @@ export const MAIN_USAGE = `Usage:
   per-user-milter check-config [--config FILE] [--KEY VALUE ...]
       Validate and print the effective configuration (exit 0, or 1 with one line per problem).
   per-user-milter try --user NAME [--sender ADDR] [--recipient ADDR] [--client-address IP]
-                      [--helo NAME] [--sasl-username NAME] [--config FILE] [FILE]
+                      [--helo NAME] [--sasl-username NAME] [--rcpt-stage] [--config FILE] [FILE]
       Run NAME's filter on FILE (or stdin) exactly as the milter would; exit 0 accept,
       1 reject, 75 tempfail, 2 anything else.
   per-user-milter --version | --help

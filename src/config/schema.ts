@@ -59,9 +59,9 @@ const base = {
   },
   recipients: {
     localMailers: {
-      doc: 'A recipient whose {rcpt_mailer} macro (Postfix: the transport name) is one of these is local, if it resolves to a user',
+      doc: 'A recipient whose {rcpt_mailer} macro (Postfix: the transport name) is one of these is local, if it resolves to a user; lmtp and virtual make Dovecot-LMTP and virtual-transport set-ups work out of the box',
       format: 'string-list',
-      default: ['local'],
+      default: ['local', 'lmtp', 'virtual'],
     },
     localDomains: {
       doc: 'A recipient in one of these domains is local (for MTAs or set-ups without {rcpt_mailer})',
@@ -179,8 +179,8 @@ const base = {
   },
   policy: {
     mixed: {
-      doc: 'When some users accept and some reject: deliver to all; drop-rejecters (remove the rejecting users\' recipients with SMFIR_DELRCPT); split (answer every further user with a filter 452 4.5.3 at RCPT, so each gets a transaction of their own and an exact verdict)',
-      format: oneOf(['deliver', 'drop-rejecters', 'split']),
+      doc: 'When some users accept and some reject: deliver to all; drop-rejecters (remove the rejecting users\' recipients with SMFIR_DELRCPT); split (answer every further user with a filter 452 4.5.3 at RCPT, so each gets a transaction of their own and an exact verdict); extension (the rejecting users get their copy at user+EXT@domain, EXT = policy.rejectExtension, so their own delivery rules can file it as junk)',
+      format: oneOf(['deliver', 'drop-rejecters', 'split', 'extension']),
       default: 'deliver',
     },
     rejectExtension: {

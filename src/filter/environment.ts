@@ -35,7 +35,40 @@ export function envValue(v: unknown, name = ''): string {
  * the account it looks up itself.
  */
 export function envelopeEnvironment(envelope: EnvelopeFacts): string[] {
-  return FILTER_ENV_NAMES.slice(5).map((name) => `${name}=${envValue(envelope[name as keyof EnvelopeFacts], name)}`);
+  return FILTER_ENV_NAMES.slice(5).map((name) => `${name}=${envValue(textOfBytes(String(envelope[name as keyof EnvelopeFacts] ?? '')), name)}`);
+}
+
+/**
+ * The one boundary where envelope bytes become text (docs/reference.md §4):
+ * everything from the MTA travels as a byte string (one character per byte,
+ * as the milter codec reads it); here each valid UTF-8 sequence becomes its
+ * character (an SMTPUTF8 `josé@example.org` reaches $SENDER as `josé`, not
+ * `josÃ©`), and a byte that is not part of one is dropped. A string that is
+ * already text (a character above U+00FF) is left as it is.
+ */
+export function textOfBytes(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (/^[\x00-\x7f]*$/.test(s) || /[^\x00-\xff]/.test(s)) return s;
+  const b = Buffer.from(s, 'latin1');
+  let out = '';
+  for (let i = 0; i < b.length; ) {
+    const c = b[i] as number;
+    const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    let ok = n > 0 && i + n <= b.length;
+    for (let k = 1; ok && k < n; k++) ok = ((b[i + k] as number) & 0xc0) === 0x80;
+    if (ok && n >= 3) {
+      // No overlong forms, no surrogates, nothing above U+10FFFF.
+      const d = b[i + 1] as number;
+      if ((c === 0xe0 && d < 0xa0) || (c === 0xed && d > 0x9f) || (c === 0xf0 && d < 0x90) || (c === 0xf4 && d > 0x8f)) ok = false;
+    }
+    if (!ok) {
+      i++;
+      continue;
+    }
+    out += b.toString('utf8', i, i + n);
+    i += n;
+  }
+  return out;
 }
 
 export function filterEnvironment(user: UserAccount, envelope: EnvelopeFacts): Record<string, string> {
@@ -46,7 +79,7 @@ export function filterEnvironment(user: UserAccount, envelope: EnvelopeFacts): R
     SHELL: user.shell || '/bin/sh',
     PATH: FILTER_PATH,
   };
-  for (const name of FILTER_ENV_NAMES.slice(5)) raw[name] = String(envelope[name as keyof EnvelopeFacts] ?? '');
+  for (const name of FILTER_ENV_NAMES.slice(5)) raw[name] = textOfBytes(String(envelope[name as keyof EnvelopeFacts] ?? ''));
   const env: Record<string, string> = {};
   for (const name of FILTER_ENV_NAMES) env[name] = envValue(raw[name], name);
   return env;

@@ -87,6 +87,7 @@ export class Metrics {
   private readonly rcptFilterRuns: Counter<'outcome' | 'user'>;
   private readonly userLookups: Counter<'result'>;
   private readonly skipped: Counter<'reason'>;
+  private readonly unmatchedMailer: Counter<'mailer'>;
 
   constructor(options: MetricsOptions) {
     this.perUser = options.perUserLabels;
@@ -189,6 +190,12 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+    this.unmatchedMailer = new Counter({
+      name: `${METRIC_PREFIX}recipients_unmatched_mailer_total`,
+      help: 'Recipients that name a local user but came with a {rcpt_mailer} not in recipients.localMailers (so no filter ran), by mailer',
+      labelNames: ['mailer'],
+      registers,
+    });
     // Each series reads /proc once per scrape; a process that is gone has no series (not a stale value).
     const usages = () =>
       (options.processes?.() ?? []).flatMap((p) => {
@@ -271,6 +278,17 @@ export class Metrics {
 
   skip(reason: SkipReason): void {
     this.skipped.labels(reason).inc();
+  }
+
+  /**
+   * A recipient that names a user came with a mailer outside
+   * recipients.localMailers. Mailer values come from the MTA's own
+   * configuration (transport names: few), not from the network; still only
+   * a sane token becomes a label value.
+   */
+  recipientUnmatchedMailer(mailer: string): void {
+    const value = /^[A-Za-z0-9._:-]{1,64}$/.test(mailer) ? mailer : 'other';
+    this.unmatchedMailer.labels(value).inc();
   }
 
   recipient(kind: RecipientKind): void {

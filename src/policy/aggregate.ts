@@ -5,14 +5,16 @@
 // only when nobody votes accept. Pure: no I/O.
 import type { Outcome } from '../filter/job.js';
 import type { Config } from '../config/schema.js';
-import { combinedReply, OVERSIZE_REPLY } from './reply.js';
+import { withExtension } from './extension.js';
+import { combinedReply, OVERSIZE_REPLY, type ReplyValue } from './reply.js';
 
 export type Action = 'accept' | 'reject' | 'tempfail';
 export type Vote = 'accept' | 'reject' | 'tempfail';
 
 /** The policy-relevant configuration (`policy.*` and `filter.onError`). */
 export type PolicySettings = Pick<Config['policy'], 'mixed' | 'nonLocal' | 'dryRun' | 'oversize' | 'rejectReply' | 'tempfailReply'> &
-  Pick<Config['filter'], 'onError'>;
+  Pick<Config['filter'], 'onError'> &
+  Partial<Pick<Config['policy'], 'rejectExtension'>> & { delimiter?: string };
 
 /** One local user's say in the message. */
 export interface UserVerdict {
@@ -26,10 +28,12 @@ export interface UserVerdict {
 
 export interface Verdict {
   action: Action;
-  /** Full SMTP reply (`550 5.7.1 …`) for reject and tempfail. */
-  reply?: string;
-  /** RCPT arguments to remove with SMFIR_DELRCPT (policy.mixed = drop-rejecters). */
+  /** The SMTP reply for reject and tempfail. */
+  reply?: ReplyValue;
+  /** RCPT arguments to remove with SMFIR_DELRCPT (policy.mixed = drop-rejecters, extension). */
   dropRcpts?: string[];
+  /** RCPTs to add with SMFIR_ADDRCPT (policy.mixed = extension: the dropped ones at user+EXT@domain). */
+  addRcpts?: string[];
 }
 
 /** What the MTA is told; with `policy.dryRun` also what it would have been told. */
@@ -58,8 +62,21 @@ export function voteOf(outcome: Outcome, onError: PolicySettings['onError']): Vo
   }
 }
 
-/** The verdict itself, ignoring dry-run. */
-export function verdictOf(users: readonly UserVerdict[], nonLocalCount: number, settings: PolicySettings): Verdict {
+/**
+ * The RCPTs drop-rejecters removes: each RCPT whose every user rejected
+ * (an alias RCPT reaching an accepting user stays), except those in `kept`
+ * (aliases that also lead to non-local targets).
+ */
+export function rcptsToDrop(users: readonly UserVerdict[], kept: ReadonlySet<string> = new Set()): string[] {
+  const all = new Map<string, boolean>();
+  for (const u of users) {
+    for (const rcpt of u.rcpts) all.set(rcpt, (all.get(rcpt) ?? true) && u.outcome === 'reject');
+  }
+  return [...all].filter(([rcpt, everyoneRejected]) => everyoneRejected && !kept.has(rcpt)).map(([rcpt]) => rcpt);
+}
+
+/** The verdict itself, ignoring dry-run. `kept`: RCPTs never dropped (see rcptsToDrop). */
+export function verdictOf(users: readonly UserVerdict[], nonLocalCount: number, settings: PolicySettings, kept?: ReadonlySet<string>): Verdict {
   const votes = users.map((u) => voteOf(u.outcome, settings.onError));
   const acceptLike = votes.includes('accept') || (settings.nonLocal === 'accept' && nonLocalCount > 0);
   if (!acceptLike) {
@@ -78,8 +95,14 @@ export function verdictOf(users: readonly UserVerdict[], nonLocalCount: number, 
     return { action: 'accept' };
   }
   if (settings.mixed === 'drop-rejecters') {
-    const dropRcpts = users.filter((u) => u.outcome === 'reject').flatMap((u) => u.rcpts);
+    const dropRcpts = rcptsToDrop(users, kept);
     if (dropRcpts.length > 0) return { action: 'accept', dropRcpts };
+  }
+  if (settings.mixed === 'extension') {
+    // The same RCPTs drop-rejecters would remove come back at user+EXT@domain.
+    const dropRcpts = rcptsToDrop(users, kept);
+    const ext = settings.rejectExtension ?? 'spam';
+    if (dropRcpts.length > 0) return { action: 'accept', dropRcpts, addRcpts: dropRcpts.map((r) => withExtension(r, ext, settings.delimiter ?? '+')) };
   }
   return { action: 'accept' };
 }
@@ -90,8 +113,8 @@ export function verdictOf(users: readonly UserVerdict[], nonLocalCount: number, 
  * `policy.dryRun` the action is always accept, with the real verdict in
  * `dryRunWouldBe` for logs and metrics.
  */
-export function decide(users: readonly UserVerdict[], nonLocalCount: number, settings: PolicySettings): Decision {
-  const verdict = verdictOf(users, nonLocalCount, settings);
+export function decide(users: readonly UserVerdict[], nonLocalCount: number, settings: PolicySettings, kept?: ReadonlySet<string>): Decision {
+  const verdict = verdictOf(users, nonLocalCount, settings, kept);
   if (settings.dryRun) return { action: 'accept', dryRunWouldBe: verdict };
   return verdict;
 }
@@ -108,11 +131,14 @@ export function decideOversize(settings: Pick<PolicySettings, 'oversize' | 'dryR
 
 /** Picks the policy settings out of the whole configuration. */
 export function policySettings(config: {
-  policy: Omit<PolicySettings, 'onError'>;
+  policy: Omit<PolicySettings, 'onError' | 'delimiter'>;
   filter: { onError: PolicySettings['onError'] };
+  recipients?: { delimiter: string };
 }): PolicySettings {
   const p = config.policy;
   return {
+    rejectExtension: p.rejectExtension ?? 'spam',
+    delimiter: config.recipients?.delimiter ?? '+',
     mixed: p.mixed,
     nonLocal: p.nonLocal,
     dryRun: p.dryRun,

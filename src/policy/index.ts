@@ -4,3 +4,6 @@
 export * from './aggregate.js';
 export * from './reply.js';
 export * from './split.js';
+export * from './skip.js';
+export * from './extension.js';
+export * from './rcpt-stage.js';

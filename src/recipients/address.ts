@@ -59,3 +59,13 @@ export function rcptAddrUser(rcptAddr: string): string {
   const { localPart } = parseAddress(rcptAddr);
   return localPart.startsWith('\\') ? localPart.slice(1) : localPart;
 }
+
+/**
+ * Lower case for ASCII letters only. Envelope values are byte strings (one
+ * character per byte, as the milter wire gives them; src/filter/environment.ts
+ * turns them into text): String#toLowerCase would also change bytes
+ * 0xC0-0xDE and so break a UTF-8 address (`José`).
+ */
+export function asciiLower(s: string): string {
+  return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+}

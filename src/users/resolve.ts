@@ -18,7 +18,7 @@ import type { UserAccount } from './user.js';
 
 export interface UserResolver {
   /**
-   * The account, or null: no such user, root, uid below minUid, or a name we
+   * The account, or null: no such user, root, uid outside minUid..maxUid, or a name we
    * refuse to look up. Rejects with PumError PUM_ERR_USER_LOOKUP when the
    * directory fails.
    */
@@ -32,6 +32,8 @@ export interface UserResolverOptions {
   /** '' = NSS through getent; else a passwd(5)-format file (groups from a group(5) file named `group` beside it, if present). */
   passwdFile: string;
   minUid: number;
+  /** Accounts above this uid (nobody, 65534) are never local; default: no upper bound. */
+  maxUid?: number;
   /** Cache lifetime for positive and negative answers; default 60 s. */
   ttlMs?: number;
   /** For tests: the clock. */
@@ -165,7 +167,7 @@ export function createUserResolver(opts: UserResolverOptions): UserResolver {
       throw err instanceof PumError ? err : new PumError('PUM_ERR_USER_LOOKUP', `looking up ${name}: ${(err as Error).message}`, { cause: err });
     }
     opts.onLookup?.(acct ? 'found' : 'unknown');
-    if (!acct || acct.uid === 0 || acct.uid < opts.minUid) return null;
+    if (!acct || acct.uid === 0 || acct.uid < opts.minUid || acct.uid > (opts.maxUid ?? Number.MAX_SAFE_INTEGER)) return null;
     return acct;
   }
 

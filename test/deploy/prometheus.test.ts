@@ -21,6 +21,7 @@ const CONTRACT_METRICS = [
   'messages_total', 'filter_runs_total', 'filter_duration_seconds', 'recipients_total', 'connections_active',
   'pool_queue_size', 'pool_utilization', 'spool_bytes_total', 'protocol_errors_total',
   'message_duration_seconds', 'internal_errors_total', 'rcpt_filter_runs_total', 'user_lookups_total', 'skipped_total', 'build_info',
+  'recipients_unmatched_mailer_total',
   // beyond docs/reference.md §6: the limit beside connections_active, and our helper processes
   'connections_max', 'process_resident_memory_bytes', 'process_cpu_seconds_total',
 ];

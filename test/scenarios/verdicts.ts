@@ -149,6 +149,46 @@ export const VERDICTS: readonly Scenario[] = [
     ],
   },
 
+  // §5.4 "Exact means exact": nothing that could outvote a filtered user shares its transaction
+  {
+    name: 'split is exact: a user without a filter is deferred, so the filtered user\'s reject bounces its own transaction',
+    config: SPLIT,
+    filters: { alice: reject('5.7.1 alice says no') },
+    to: ['alice', 'carol'],
+    expect: [
+      { deferred: ['carol'], reply: '550 5.7.1 alice says no', users: { alice: 'reject' } },
+      { reply: 'accept', at: 'data', users: {}, log: { note: 'no local recipient with a filter' } },
+    ],
+  },
+  {
+    name: 'split is exact: a filtered user after a user without a filter is deferred to its own transaction',
+    config: SPLIT,
+    filters: { bob: reject('5.7.1 bob says no') },
+    to: ['carol', 'bob'],
+    expect: [
+      { deferred: ['bob'], reply: 'accept', at: 'data', users: {} },
+      { reply: '550 5.7.1 bob says no', users: { bob: 'reject' } },
+    ],
+  },
+  {
+    name: 'split is exact: a non-local recipient (policy.nonLocal=accept) is deferred, relayed in its own transaction',
+    config: SPLIT,
+    filters: { alice: reject('5.7.1 alice says no') },
+    to: ['alice', 'someone@remote'],
+    expect: [
+      { deferred: ['someone@remote'], reply: '550 5.7.1 alice says no', users: { alice: 'reject' } },
+      { reply: 'accept', at: 'data', users: {} },
+    ],
+    bothTransports: true,
+  },
+  {
+    name: 'policy.dryRun with split: nothing deferred, nothing rejected; the log says what would have been',
+    config: { ...SPLIT, 'policy.dryRun': true },
+    filters: { alice: reject('5.7.1 alice says no'), bob: reject('5.7.1 bob says no') },
+    to: ['alice', 'bob'],
+    expect: { reply: 'accept', users: { alice: 'reject', bob: 'reject' }, log: { dryRunWouldBe: 'reject', dryRunDeferred: /bob/i } },
+  },
+
   // filter.onError: what a broken filter counts as
   {
     name: 'an unsafe filter is not run and counts as accept (filter.onError=accept)',

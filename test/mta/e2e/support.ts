@@ -154,12 +154,12 @@ export class Rig {
    * milter with the same configuration is kept (filters are read per message,
    * so changing them needs no restart), anything else is restarted.
    */
-  async startMilter(config: MilterOptions['config'] = {}): Promise<Milter> {
+  async startMilter(config: MilterOptions['config'] = {}, configFile?: string): Promise<Milter> {
     const full = { 'users.minUid': 1000, ...config };
-    const key = JSON.stringify(Object.entries(full).sort(([a], [b]) => a.localeCompare(b)));
+    const key = JSON.stringify([configFile ?? '', ...Object.entries(full).sort(([a], [b]) => a.localeCompare(b))]);
     if (this.milter && this.milterKey === key && this.milter.alive()) return this.milter;
     await this.stopMilter();
-    this.milter = await startMilter({ listen: this.listen, config: full });
+    this.milter = await startMilter({ listen: this.listen, config: full, ...(configFile ? { configFile } : {}) });
     this.milterKey = key;
     return this.milter;
   }

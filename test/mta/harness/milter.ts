@@ -19,6 +19,8 @@ export interface MilterOptions {
   env?: Record<string, string>;
   /** How long to wait for the socket (default 20 s). */
   startTimeoutMs?: number;
+  /** --config FILE; without it serve reads /etc/per-user-milter/config.json when that exists. */
+  configFile?: string;
 }
 
 export interface Milter {
@@ -79,7 +81,7 @@ export async function startMilter(o: MilterOptions): Promise<Milter> {
     ...o.config,
     'milter.listen': o.listen,
   };
-  const args = [MILTER_MAIN, 'serve'];
+  const args = [MILTER_MAIN, 'serve', ...(o.configFile ? ['--config', o.configFile] : [])];
   for (const [k, v] of Object.entries(config)) args.push(`--${k}`, String(v));
   const fd = openSync(logFile, 'a');
   const child: ChildProcess = spawn(process.execPath, args, {

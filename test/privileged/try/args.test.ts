@@ -11,6 +11,7 @@ test('parseTryArgs: own options, config keys, one FILE', () => {
     clientAddress: undefined,
     helo: undefined,
     saslUsername: undefined,
+    rcptStage: false,
     file: 'msg.eml',
     configFile: '/etc/c.json',
     keyArgs: ['--filter.timeout=5000'],
@@ -20,6 +21,8 @@ test('parseTryArgs: own options, config keys, one FILE', () => {
   assert.equal(parseTryArgs(['--user', 'a']).file, undefined);
   const client = parseTryArgs(['--user', 'a', '--client-address', '2001:db8::25', '--helo=mx.example.net', '--sasl-username', 'a@example.org']);
   assert.deepEqual([client.clientAddress, client.helo, client.saslUsername], ['2001:db8::25', 'mx.example.net', 'a@example.org']);
+  const rcpt = parseTryArgs(['--user', 'a', '--rcpt-stage', '--sender', 's@x']);
+  assert.deepEqual([rcpt.rcptStage, rcpt.sender, rcpt.file], [true, 's@x', undefined]);
 });
 
 test('parseTryArgs: usage errors', () => {
@@ -30,4 +33,5 @@ test('parseTryArgs: usage errors', () => {
   assert.throws(() => parseTryArgs(['--user']), /needs a value/);
   assert.throws(() => parseTryArgs(['--user', 'a', '--client-address', 'mx.example.net']), /--client-address wants an IPv4 or IPv6 address/);
   assert.throws(() => parseTryArgs(['--user', 'a', '--helo']), /needs a value/);
+  assert.throws(() => parseTryArgs(['--user', 'a', '--rcpt-stage', 'msg.eml']), /no FILE/);
 });

@@ -61,7 +61,7 @@ function fake(opts: { classify?: () => Promise<Recipient>; create?: (removed: st
   f.app = {
     config: () => loadConfig({ env: {} }).config,
     classify: opts.classify ?? (() => Promise.resolve(alice)),
-    hasFilter: () => Promise.resolve(true),
+    hasFilter: (_user, program = 'filter') => Promise.resolve(program === 'filter'),
     spool: { create: () => (opts.create ?? (() => Promise.resolve(fakeFile(f.removed))))(f.removed) } as unknown as AppContext['spool'],
     runner: { runMessage: () => [] },
     metrics: {
@@ -70,6 +70,8 @@ function fake(opts: { classify?: () => Promise<Recipient>; create?: (removed: st
       internalError: (r) => f.internal.push(r),
       filterRun() {},
       recipient() {},
+      skip() {},
+      rcptFilterRun() {},
       spoolBytes() {},
     },
     log,

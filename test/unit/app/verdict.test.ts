@@ -13,6 +13,7 @@ import { errorReply, PumError, type InternalReason } from '../../../src/errors.j
 import type { ConnectionContext } from '../../../src/milter/application.js';
 import type { FilterJob, FilterResult } from '../../../src/filter/job.js';
 import { TransactionRecipients } from '../../../src/recipients/index.js';
+import { SMFIF_ADDRCPT, SMFIF_DELRCPT } from '../../../src/milter/constants.js';
 import type { UserAccount } from '../../../src/users/user.js';
 
 type Line = { level: string; obj: Record<string, unknown>; msg: string };
@@ -34,13 +35,13 @@ function user(name: string, uid: number): UserAccount {
 function transaction(names: string[]): Transaction {
   const recipients = new TransactionRecipients();
   names.forEach((n, i) => {
-    recipients.add({ kind: 'local', user: user(n, 5000 + i), rcpt: `<${n}@x.test>`, address: `${n}@x.test`, localPart: n, extension: '', domain: 'x.test' });
+    recipients.add({ kind: 'local', user: user(n, 5000 + i), rcpt: `<${n}@x.test>`, address: `${n}@x.test`, localPart: n, extension: '', domain: 'x.test' }, new Map([[n, true]]));
   });
   return {
     config: loadConfig({ env: {} }).config,
     sender: 's@y.test',
     recipients,
-    filtered: new Set(names),
+    dryRunDeferred: [],
     file: null,
     queueId: 'Q1',
     started: performance.now(),
@@ -71,6 +72,8 @@ function app(run: (job: FilterJob) => Promise<FilterResult>, runMessage?: AppCon
       internalError: (r) => seen.internal.push(r),
       filterRun: (o, _ms, u) => seen.runs.push(`${u}=${o}`),
       recipient() {},
+      skip() {},
+      rcptFilterRun() {},
       spoolBytes() {},
     },
     log: capture().log,
@@ -169,5 +172,31 @@ describe('askFilters failure rules', () => {
     assert.equal(action, 'reject');
     assert.ok(seconds >= 0.025 && seconds < 5, `duration ${seconds}`);
     assert.deepEqual(a.seen.internal, []);
+  });
+});
+
+describe('policy.mixed=extension at end of message', () => {
+  const withMixed = (tx: Transaction, mixed: 'extension'): Transaction => ({ ...tx, config: { ...tx.config, policy: { ...tx.config.policy, mixed } } });
+  const accepting: FilterResult = { outcome: 'accept', exitCode: 0, signal: null, durationMs: 1, replyText: '', log: '' };
+  const rejecting: FilterResult = { outcome: 'reject', exitCode: 1, signal: null, durationMs: 1, replyText: '5.7.1 no', log: '' };
+  const byUser = (job: FilterJob): Promise<FilterResult> => Promise.resolve(job.user.name === 'alice' ? rejecting : accepting);
+
+  it('the MTA offered SMFIF_ADDRCPT: DELRCPT the rejecter, ADDRCPT its +spam form', async () => {
+    const { log } = capture();
+    const conn = { ...connWith(log), negotiated: { version: 6, actions: SMFIF_ADDRCPT | SMFIF_DELRCPT, protocol: 0 } } as ConnectionContext;
+    const r = await askFilters(app(byUser), conn, withMixed(transaction(['alice', 'bob']), 'extension'), '/nonexistent/spool', performance.now());
+    assert.equal(r.reply, 'accept');
+    assert.deepEqual(
+      (r.modifications ?? []).map((m) => [m.kind, 'recipient' in m ? Buffer.from(m.recipient).toString('latin1') : '']),
+      [['deleteRecipient', '<alice@x.test>'], ['addRecipient', '<alice+spam@x.test>']],
+    );
+  });
+
+  it('the MTA did not offer it: delivered unchanged, and the log says so (never a lost copy)', async () => {
+    const { lines, log } = capture();
+    const r = await askFilters(app(byUser), connWith(log), withMixed(transaction(['alice', 'bob']), 'extension'), '/nonexistent/spool', performance.now());
+    assert.equal(r.reply, 'accept');
+    assert.deepEqual(r.modifications, []);
+    assert.ok(lines.some((l) => l.level === 'warn' && /SMFIF_ADDRCPT/.test(l.msg)));
   });
 });

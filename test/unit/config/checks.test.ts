@@ -123,3 +123,17 @@ test('modules register checks of their own; a check that throws is a finding, no
     for (const n of ['test.tables', 'test.broken']) list.splice(list.findIndex((c) => c.name === n), 1);
   }
 });
+
+test('recipients.aliasMaps: every table must answer; a malformed entry is named', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pum-check-aliases-'));
+  try {
+    const file = path.join(dir, 'aliases');
+    fs.writeFileSync(file, 'team: alice\n');
+    assert.deepEqual(await errors(['--recipients.aliasMaps', `aliases:${file}`]), []);
+    assert.deepEqual(await errors(['--recipients.aliasMaps', `aliases:${path.join(dir, 'missing')}`]), [`recipients.aliasMaps: aliases:${path.join(dir, 'missing')}: ENOENT`]);
+    assert.match((await errors(['--recipients.aliasMaps', 'no-type-here']))[0] ?? '', /^recipients\.aliasMaps: "no-type-here": expected TYPE:NAME/);
+    assert.match((await errors(['--recipients.aliasMaps', 'aliases:relative/path']))[0] ?? '', /must be an absolute path/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

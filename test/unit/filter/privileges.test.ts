@@ -43,12 +43,12 @@ test('not run: missing is no filter, unsafe and exec failures are the user\'s, e
 
 test('the filter environment: exactly the 17 names, control characters removed, entries within the launcher\'s 4096 bytes', () => {
   const user = { name: 'a', uid: 1001, gid: 1001, groups: [1001], home: '/home/a', shell: '' };
-  const e = { SENDER: 's\r\n@x\u0000', RECIPIENT: 'a@x', LOCAL: 'a', EXTENSION: '', DOMAIN: 'x', CLIENT_ADDRESS: '', CLIENT_HOSTNAME: 'h\u0085', CLIENT_HELO: 'x'.repeat(5000), CLIENT_PROTOCOL: '', QUEUE_ID: '', SASL_METHOD: '', SASL_USERNAME: 'caf\u00e9' };
+  const e = { SENDER: 's\r\n@x\u0000', RECIPIENT: 'a@x', LOCAL: 'a', EXTENSION: '', DOMAIN: 'x', CLIENT_ADDRESS: '', CLIENT_HOSTNAME: 'h\u0085', CLIENT_HELO: 'x'.repeat(5000), CLIENT_PROTOCOL: '', QUEUE_ID: '', SASL_METHOD: '', SASL_USERNAME: Buffer.from('caf\u00e9', 'utf8').toString('latin1') };
   const env = filterEnvironment(user, e);
   assert.equal(Object.keys(env).length, 17);
   assert.equal(env.SENDER, 's@x');
   assert.equal(env.CLIENT_HOSTNAME, 'h');
-  assert.equal(env.SASL_USERNAME, 'caf\u00e9', 'UTF-8 kept');
+  assert.equal(env.SASL_USERNAME, 'caf\u00e9', 'UTF-8 (as bytes from the wire) kept, not double-encoded');
   assert.equal(env.SHELL, '/bin/sh');
   assert.equal(Buffer.byteLength(`CLIENT_HELO=${env.CLIENT_HELO}`), 4096);
 });

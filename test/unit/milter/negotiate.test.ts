@@ -4,6 +4,7 @@ import type { MilterDeclaration } from '../../../src/milter/application.js';
 import {
   SMFIF_ADDHDRS,
   SMFIF_CHGBODY,
+  SMFIF_ADDRCPT,
   SMFIF_DELRCPT,
   SMFIF_SETSYMLIST,
   SMFIP_HDR_LEADSPC,
@@ -24,10 +25,10 @@ const perUser: MilterDeclaration = DECLARATION;
 const postfix = { version: 6, actions: SMFI_CURR_ACTS, protocol: SMFI_CURR_PROT };
 
 describe('negotiate', () => {
-  it('answers a Postfix 3.7 offer: v6, DELRCPT + SETSYMLIST, NOUNKNOWN + SKIP + HDR_LEADSPC, macro lists in stage order', () => {
+  it('answers a Postfix 3.7 offer: v6, DELRCPT + SETSYMLIST + ADDRCPT (policy.mixed=extension), NOUNKNOWN + SKIP + HDR_LEADSPC, macro lists in stage order', () => {
     const { reply, negotiated } = negotiate(postfix, perUser);
     assert.equal(reply.version, 6);
-    assert.equal(reply.actions, SMFIF_DELRCPT | SMFIF_SETSYMLIST);
+    assert.equal(reply.actions, SMFIF_DELRCPT | SMFIF_SETSYMLIST | SMFIF_ADDRCPT);
     assert.equal(reply.protocol, SMFIP_NOUNKNOWN | SMFIP_SKIP | SMFIP_HDR_LEADSPC);
     assert.deepEqual(reply.macroLists, [
       { stage: 0, names: 'j {daemon_name} {client_addr} {client_name} _' },
@@ -60,7 +61,7 @@ describe('negotiate', () => {
   it('answers a v2 peer with version 2, no macro lists, V1 defaults for zero words', () => {
     const { reply } = negotiate({ version: 2, actions: 0x3f, protocol: 0x7f }, perUser);
     assert.equal(reply.version, 2);
-    assert.equal(reply.actions, SMFIF_DELRCPT, 'SETSYMLIST was not offered: dropped, and with it the lists');
+    assert.equal(reply.actions, SMFIF_DELRCPT | SMFIF_ADDRCPT, 'SETSYMLIST was not offered: dropped, and with it the lists; ADDRCPT (in 0x3f) kept');
     assert.deepEqual(reply.macroLists, []);
     assert.equal(reply.protocol, 0, 'NOUNKNOWN (0x100), SKIP and HDR_LEADSPC are beyond a v2 offer');
     const zero = negotiate({ version: 2, actions: 0, protocol: 0 }, { actions: SMFIF_DELRCPT });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { combinedReply, filterReply, type ReplyKind } from '../../../src/policy/reply.js';
+import { combinedReply, filterReply, replyLine, replyValue, type ReplyKind } from '../../../src/policy/reply.js';
 
 const FALLBACK_5 = '550 5.7.1 Message rejected by its recipients';
 const FALLBACK_4 = '451 4.7.1 Message deferred by its recipients';
@@ -22,7 +22,8 @@ test('filterReply: a filter text becomes a full SMTP reply, or null', () => {
     ['tempfail', '5.7.1 no', null],
   ];
   for (const [kind, text, want] of table) {
-    assert.equal(filterReply(kind, text), want, `${kind} ${JSON.stringify(text)}`);
+    const got = filterReply(kind, text);
+    assert.equal(got === null ? null : replyLine(got), want, `${kind} ${JSON.stringify(text)}`);
   }
 });
 
@@ -41,6 +42,14 @@ test('combinedReply: same texts -> that text, otherwise the configured reply', (
   ];
   for (const [kind, texts, want] of table) {
     const fallback = kind === 'reject' ? FALLBACK_5 : FALLBACK_4;
-    assert.equal(combinedReply(kind, texts, fallback), want, `${kind} ${JSON.stringify(texts)}`);
+    assert.equal(replyLine(combinedReply(kind, texts, fallback)), want, `${kind} ${JSON.stringify(texts)}`);
   }
+});
+
+test('reply values: code, enhanced code and text kept apart, and written back as one line', () => {
+  assert.deepEqual(filterReply('reject', '5.7.1 u1 says no'), { code: '550', enhanced: '5.7.1', text: 'u1 says no' });
+  assert.deepEqual(filterReply('tempfail', 'greylisted'), { code: '451', enhanced: '4.7.1', text: 'greylisted' });
+  assert.deepEqual(replyValue('550 5.7.1 Message rejected by its recipients'), { code: '550', enhanced: '5.7.1', text: 'Message rejected by its recipients' });
+  assert.equal(replyLine(replyValue('550 5.7.1')), '550 5.7.1');
+  assert.throws(() => replyValue('550 no enhanced code'));
 });

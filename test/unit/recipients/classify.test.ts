@@ -175,3 +175,33 @@ test('localRecipientFor gives the classifier\'s address fields', async () => {
     kind: 'local', user: alice, rcpt: 'alice@localhost', address: 'alice@localhost', localPart: 'alice', extension: '', domain: 'localhost',
   });
 });
+
+test('recipients.localMailers: a user reached through a mailer not in the list is reported (not for relay mailers)', async () => {
+  const reports: Array<[string, string]> = [];
+  const opts: ClassifierOptions = {
+    recipients: { ...SETTINGS, localMailers: ['local', 'lmtp', 'virtual'] },
+    users: fakeUsers(),
+    onUnmatchedMailer: (mailer, user) => reports.push([mailer, user]),
+  };
+  const c = await createRecipientClassifier(opts);
+  // Dovecot LMTP as Postfix's local_transport: local by the default list.
+  const lmtp = await c.classify({ rcpt: '<Alice@example.org>', rcptMailer: 'lmtp', rcptAddr: 'Alice@example.org' });
+  assert.equal(lmtp.kind === 'local' && lmtp.user.name, 'alice');
+  const virtual = await c.classify({ rcpt: '<bob@virt.example>', rcptMailer: 'virtual', rcptAddr: 'bob@virt.example' });
+  assert.equal(virtual.kind === 'local' && virtual.user.name, 'bob');
+  // A pipe transport the administrator did not list: not local, and said so.
+  const pipe = await c.classify({ rcpt: '<bob+x@example.org>', rcptMailer: 'dovecot', rcptAddr: 'bob+x@example.org' });
+  assert.equal(pipe.kind, 'nonlocal');
+  // Remote by a relay mailer, an unknown user, a mailer whose user is below minUid: not reported.
+  await c.classify({ rcpt: '<alice@gmail.test>', rcptMailer: 'smtp', rcptAddr: 'alice@gmail.test' });
+  await c.classify({ rcpt: '<alice@gmail.test>', rcptMailer: 'esmtp', rcptAddr: 'alice@gmail.test' });
+  await c.classify({ rcpt: '<zed@example.org>', rcptMailer: 'dovecot', rcptAddr: 'zed@example.org' });
+  await c.classify({ rcpt: '<daemon@example.org>', rcptMailer: 'dovecot', rcptAddr: 'daemon@example.org' });
+  assert.deepEqual(reports, [['dovecot', 'bob']]);
+});
+
+test('recipients.localMailers: the schema default is local, lmtp and virtual (docs/reference.md §3)', async () => {
+  const { schema } = await import('../../../src/config/schema.js');
+  const recipients = schema.recipients as Record<string, { default: unknown }>;
+  assert.deepEqual(recipients.localMailers?.default, ['local', 'lmtp', 'virtual']);
+});

@@ -63,6 +63,10 @@ test('passwd file: lookup, supplementary groups from the group file beside it, r
     const low = createUserResolver({ passwdFile: path.join(dir, 'passwd'), minUid: 1002 });
     assert.equal(await low.lookup('alice'), null);
     assert.equal((await low.lookup('bob'))?.uid, 1002);
+    // users.maxUid: above it (nobody, 65534) never local.
+    const capped = createUserResolver({ passwdFile: path.join(dir, 'passwd'), minUid: 1000, maxUid: 1001 });
+    assert.equal((await capped.lookup('alice'))?.uid, 1001, 'at maxUid: local');
+    assert.equal(await capped.lookup('bob'), null, 'above maxUid: not local');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
