@@ -15,7 +15,6 @@ import {
   auxPort,
   createTestUsers,
   postfixMilterAddress,
-  processesOf,
   sleep,
   startMilter,
   startPostfix,
@@ -115,15 +114,13 @@ export class SoakRig {
 
   /** Processes of the soak users still alive (filters and whatever they left). */
   async userProcesses(): Promise<number> {
-    let n = 0;
-    for (const uid of this.uids()) n += (await processesOf(uid)).length;
-    return n;
+    return processesOfUids(new Set(this.uids())).length;
   }
 
   /** Ends what the soak users left running (after a milter SIGKILL nobody else will). */
   async killUserProcesses(): Promise<void> {
-    for (const uid of this.uids()) {
-      for (const pid of await processesOf(uid)) {
+    {
+      for (const pid of processesOfUids(new Set(this.uids()))) {
         try {
           process.kill(pid, 'SIGKILL');
         } catch {
@@ -159,6 +156,21 @@ export class SoakRig {
     if (this.dir) rmSync(this.dir, { recursive: true, force: true });
     if (errs.length) throw errs[0];
   }
+}
+
+/** PIDs of the processes whose real uid is one of `uids` (one pass over /proc). */
+export function processesOfUids(uids: ReadonlySet<number>): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${name}/status`, 'latin1'));
+      if (m && uids.has(Number(m[1]))) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
 
 function nobodyIds(): { uid: number; gid: number } {
@@ -362,6 +374,9 @@ export interface MessageRecord {
   final: 'accepted' | 'rejected' | 'gave-up' | null;
   /** Attempts whose connection broke after the final dot (the server may have taken the message). */
   ambiguous: number;
+  /** When the first attempt started and the final answer came (ms since the epoch). */
+  firstAt: number;
+  finalAt: number;
 }
 
 export interface TrafficOptions {
@@ -431,7 +446,7 @@ export async function runTraffic(rig: SoakRig, o: TrafficOptions): Promise<{ sum
     if (!stopNew && now > deadline) stopNew = true;
     if (!stopNew && next < o.messages) {
       const plan = mix.plan(next++);
-      const rec: MessageRecord = { plan, attempts: 0, replies: [], final: null, ambiguous: 0 };
+      const rec: MessageRecord = { plan, attempts: 0, replies: [], final: null, ambiguous: 0, firstAt: 0, finalAt: 0 };
       records.push(rec);
       return rec;
     }
@@ -441,6 +456,7 @@ export async function runTraffic(rig: SoakRig, o: TrafficOptions): Promise<{ sum
 
   const finish = async (rec: MessageRecord, final: MessageRecord['final']) => {
     rec.final = final;
+    rec.finalAt = Date.now();
     finished++;
     sinceHarvest++;
     if (sinceHarvest >= harvestEvery) {
@@ -465,6 +481,7 @@ export async function runTraffic(rig: SoakRig, o: TrafficOptions): Promise<{ sum
       inFlight++;
       try {
         if (!firstTry.has(rec)) firstTry.set(rec, Date.now());
+        if (rec.firstAt === 0) rec.firstAt = Date.now();
         if (!conn || conn.isClosed || conn.transactions >= (o.perConnection ?? 10)) {
           conn?.close();
           conn = null;

@@ -70,6 +70,8 @@ export interface MixOptions {
   odd?: boolean;
   /** Filter behaviours to leave out (e.g. the fault tests keep filters quick: ['o', 'k']). */
   without?: readonly Act[];
+  /** Recipients come from these users only (default all of SOAK_USERS). */
+  users?: readonly string[];
 }
 
 const ACT_WEIGHTS: readonly (readonly [Act, number])[] = [
@@ -108,8 +110,9 @@ export class Mix {
       [10, 2.5],
     ] as const);
     const spam = rnd() < (this.o.spamShare ?? 0.2);
-    const filtered = SOAK_USERS.filter((u) => u !== NO_FILTER_USER);
-    const pool = n >= SOAK_USERS.length || (!spam && rnd() < 0.1) ? [...SOAK_USERS] : [...filtered];
+    const all = this.o.users ?? SOAK_USERS;
+    const filtered = all.filter((u) => u !== NO_FILTER_USER);
+    const pool = n >= all.length || (!spam && rnd() < 0.1) ? [...all] : [...filtered];
     const to: string[] = [];
     while (to.length < n && pool.length > 0) to.push(pool.splice(Math.floor(rnd() * pool.length), 1)[0]!);
     const acts: Record<string, Act> = {};
