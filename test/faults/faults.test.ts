@@ -6,13 +6,14 @@
 // while the fault lasted, and that the milter recovered.
 // Heavy: run under `flock /tmp/pum-heavy.lock`.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { metricValue, milterParts, runTraffic, SoakRig, spoolFiles } from '../../bench/soak/engine.js';
-import { sleep, waitFor } from '../mta/harness/util.js';
+import { MailboxCounter, metricValue, milterParts, runTraffic, SoakRig, spoolFiles } from '../../bench/soak/engine.js';
+import { auxPort, canConnect, sleep, waitFor } from '../mta/harness/util.js';
+import { lacksCommand } from '../support/require.js';
 import { assertExact, AttemptLog, cannotRun, deferralTexts, quietlyRunnable, Supervisor, userProcessesAfter } from './support.js';
 
 /** A quick mix: no filter that outlives the timeout, messages up to 64 KiB. */
@@ -188,6 +189,120 @@ describe('faults under traffic', () => {
     assert.ok(metricValue(metrics, 'per_user_milter_internal_errors_total', 'reason="lookup"') > 0, 'internal_errors_total{reason="lookup"} not counted');
     assert.ok(metricValue(metrics, 'per_user_milter_user_lookups_total', 'result="error"') > 0, 'user_lookups_total{result="error"} not counted');
     assert.equal(metricValue(metrics, 'per_user_milter_recipients_total', 'kind="nonlocal"'), 0, 'a local user was taken for not local');
+  });
+
+  it('the system user directory hangs (NSS: /etc/passwd a FIFO in the milter\'s mount namespace): 451 4.3.0 at RCPT after the lookup timeout, internal_errors_total{reason="lookup"}, never "not local"; answering again: delivered once', {
+    timeout: 180_000,
+    // Runs and reports, but does not fail the suite: it finds a bug not fixed yet (docs/reliability.md, "Found").
+    todo: 'known bug: with NSS hanging, messages whose every recipient rejects were accepted unfiltered',
+  }, async (t) => {
+    if (cannotRun(t) || lacksCommand(t, 'nsenter', 'util-linux') || lacksCommand(t, 'unshare', 'util-linux')) return;
+    await rig.stopMilter();
+    // the milter (and the getent it runs) in a mount namespace of its own, so the rest of the machine keeps its NSS
+    const m = await rig.startMilter({}, ['unshare', '-m', '--propagation', 'private', '--']);
+    const fifo = path.join(path.dirname(rig.spoolDir), 'passwd.fifo');
+    execFileSync('mkfifo', ['-m', '0644', fifo]);
+    const ns = (...args: string[]) => execFileSync('nsenter', ['-t', String(m.pid), '-m', '--', ...args]);
+    ns('mount', '--bind', fifo, '/etc/passwd');
+    let hanging = true;
+    t.after(() => {
+      try {
+        if (hanging) ns('umount', '-l', '/etc/passwd');
+      } catch {
+        // the milter and its namespace are gone
+      }
+      rmSync(fifo, { force: true });
+    });
+    const log = new AttemptLog();
+    let answeredAgain = 0;
+    const fault = (async () => {
+      // long enough for lookups to run into their timeout (src/timeouts.ts USER_LOOKUP_TIMEOUT_MS)
+      await sleep(16_000);
+      assert.ok(m.alive(), `the milter died while NSS hung:\n${m.log().slice(-3000)}`);
+      // lazily: getent processes still wait in open(); give any such reader the real file, then it is an ordinary file again
+      ns('umount', '-l', '/etc/passwd');
+      spawnSync('timeout', ['2', 'sh', '-c', `cat /etc/passwd > ${fifo}`]);
+      hanging = false;
+      answeredAgain = Date.now();
+    })();
+    const traffic = runTraffic(rig, { messages: 40, seed: 109, concurrency: 4, mix: QUICK, onAttempt: log.add, giveUpMs: 60_000 });
+    await fault;
+    const { sums } = await traffic;
+    const during = log.deferred(0, answeredAgain);
+    const metrics = await rig.metrics();
+    t.diagnostic(`milter log while NSS hung:\n${m.log().split('\n').filter((l) => /action=accept|lookup|launcher|nonlocal|error/i.test(l)).slice(0, 25).join('\n')}`);
+    t.diagnostic(`deferrals while NSS hung: ${during.length} (${[...new Set(during.map((d) => `${d.stage}: ${d.text}`))].slice(0, 3).join(' | ')})`);
+    assertExact(sums, 'NSS hanging');
+    assert.ok(during.some((d) => d.stage === 'rcpt' && ours.test(d.text)), 'no 451 4.3.x at RCPT while NSS hung');
+    assert.ok(metricValue(metrics, 'per_user_milter_internal_errors_total', 'reason="lookup"') > 0, 'internal_errors_total{reason="lookup"} not counted');
+    assert.equal(metricValue(metrics, 'per_user_milter_recipients_total', 'kind="nonlocal"'), 0, 'a local user was taken for not local');
+    await rig.stopMilter();
+  });
+
+  it('a real spamd killed while two users\' filters use it: each user\'s own onError decides (tempfail / accept), everyone else unaffected; spamd back: delivered once', { timeout: 180_000 }, async (t) => {
+    if (cannotRun(t) || lacksCommand(t, 'spamd', 'spamassassin') || lacksCommand(t, 'spamc', 'spamc')) return;
+    await fresh();
+    const port = await auxPort();
+    const startSpamd = async (): Promise<ChildProcess> => {
+      const p = spawn('spamd', ['--listen', `127.0.0.1:${port}`, '--allowed-ips', '127.0.0.1', '--max-children', '2', '--nouser-config', '--username', 'nobody', '--syslog', 'stderr'], {
+        detached: true,
+        stdio: 'ignore',
+      });
+      await waitFor('spamd to listen', () => canConnect({ port }), 120_000, 250);
+      return p;
+    };
+    const stopSpamd = (p: ChildProcess) => {
+      try {
+        process.kill(-p.pid!, 'SIGKILL'); // the whole group: the parent and its children
+      } catch {
+        // gone
+      }
+    };
+    let spamd = await startSpamd();
+    t.after(() => stopSpamd(spamd));
+    // u0 tempfails when the spam check is unavailable, u1 accepts then (spamc -x: no silent fallback)
+    const check = `spamc -d 127.0.0.1 -p ${port} -c -x -t 20 >/dev/null\nrc=$?\n[ $rc -le 1 ] && exit $rc\n`;
+    const saved = new Map<string, string>();
+    for (const [short, onError] of [['u0', 'echo "4.7.1 spam check unavailable"; exit 75'], ['u1', 'exit 0']] as const) {
+      const u = rig.users.get(short);
+      saved.set(short, u.read('.user-milter') ?? '');
+      u.setFilter(check + onError + '\n');
+    }
+    t.after(() => {
+      for (const [short, body] of saved) rig.users.get(short).setFilter(body.replace(/^#!\/bin\/sh\n/, ''));
+    });
+    const { SmtpConnection } = await import('../../bench/soak/smtp-client.js');
+    const sendOne = async (short: string, id: string) => {
+      const opened = await SmtpConnection.open(rig.pf.port);
+      assert.ok('conn' in opened, JSON.stringify(opened));
+      const a = await opened.conn.send('friend@client.test', [rig.addr(short)], Buffer.from(`Subject: lunch\r\nX-Soak-Id: ${id}\r\n\r\nShall we meet for lunch on Thursday?\r\n`));
+      opened.conn.close();
+      return a.kind === 'broken' ? a.error : a.reply.text;
+    };
+    const counter = new MailboxCounter(rig.pf, rig.users);
+    const traffic = runTraffic(rig, { messages: 80, seed: 110, concurrency: 3, mix: { ...QUICK, users: ['u2', 'u3', 'u4', 'u5', 'u6', 'u7', 'u8', 'u9'] }, counter });
+    const up = [await sendOne('u0', 'x-up-u0'), await sendOne('u1', 'x-up-u1')];
+    stopSpamd(spamd);
+    await waitFor('spamd gone', async () => !(await canConnect({ port })), 10_000);
+    const down = [await sendOne('u0', 'x-down-u0'), await sendOne('u1', 'x-down-u1')];
+    spamd = await startSpamd();
+    const again = await sendOne('u0', 'x-down-u0');
+    const { sums } = await traffic;
+    await rig.pf.settle(60_000);
+    counter.harvest();
+    const copies = (id: string, short: string) => counter.copies.get(id)?.get(short) ?? 0;
+    t.diagnostic(`spamd up: ${up.join(' | ')}; killed: ${down.join(' | ')}; back: ${again}`);
+    assertExact(sums, 'the other users while spamd died');
+    assert.match(up[0]!, /^250 /);
+    assert.match(up[1]!, /^250 /);
+    assert.match(down[0]!, /^451 4\.7\.1 spam check unavailable/, 'u0 chose tempfail when spamd is gone');
+    assert.match(down[1]!, /^250 /, 'u1 chose accept when spamd is gone');
+    assert.match(again, /^250 /, 'u0\'s message after spamd came back');
+    assert.deepEqual(
+      ['x-up-u0/u0', 'x-up-u1/u1', 'x-down-u0/u0', 'x-down-u1/u1'].map((k) => copies(k.split('/')[0]!, k.split('/')[1]!)),
+      [1, 1, 1, 1],
+      'each message once in its mailbox',
+    );
   });
 
   it('500 milter connections opened at once and dropped: descriptors, spool and memory back to baseline, mail still flows', { timeout: 180_000 }, async (t) => {

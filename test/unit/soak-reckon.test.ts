@@ -9,7 +9,7 @@ import { expectedFinal, Mix, renderMessage, type Plan } from '../../bench/soak/m
 import { dotStuff } from '../../bench/soak/smtp-client.js';
 
 function rec(id: string, to: string[], acts: Plan['acts'], final: MessageRecord['final']): MessageRecord {
-  return { plan: { index: 0, id, to, acts, size: 4096, odd: null }, attempts: 1, replies: [], final, ambiguous: 0 };
+  return { plan: { index: 0, id, to, acts, size: 4096, odd: null }, attempts: 1, replies: [], final, ambiguous: 0, firstAt: 0, finalAt: 0 };
 }
 const copies = (entries: Record<string, Record<string, number>>) => ({
   copies: new Map(Object.entries(entries).map(([id, m]) => [id, new Map(Object.entries(m))])),

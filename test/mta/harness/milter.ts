@@ -18,6 +18,8 @@ export interface MilterOptions {
   env?: Record<string, string>;
   /** How long to wait for the socket (default 20 s). */
   startTimeoutMs?: number;
+  /** A program that execs the milter in place (same pid), e.g. ['unshare', '-m', '--propagation', 'private', '--'] for a private mount namespace. */
+  wrap?: readonly string[];
 }
 
 export interface Milter {
@@ -82,7 +84,8 @@ export async function startMilter(o: MilterOptions): Promise<Milter> {
   const args = [MILTER_MAIN, 'serve'];
   for (const [k, v] of Object.entries(config)) args.push(`--${k}`, String(v));
   const fd = openSync(logFile, 'a');
-  const child: ChildProcess = spawn(process.execPath, args, {
+  const [command, ...argv] = [...(o.wrap ?? []), process.execPath, ...args];
+  const child: ChildProcess = spawn(command!, argv, {
     stdio: ['ignore', fd, fd],
     env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...o.env },
     cwd: repoRoot,
