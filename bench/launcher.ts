@@ -27,19 +27,26 @@ function treeCpuMs(pid: number): number {
   return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
 }
 
-async function viaLauncher(base: string, runs: number, over: Partial<LauncherSettings>, sandbox: 'setpriv' | 'bwrap'): Promise<{ cpu: number; wall: number }> {
+async function viaLauncher(base: string, runs: number, over: Partial<LauncherSettings>, sandbox: 'setpriv' | 'bwrap', stat = false): Promise<{ cpu: number; wall: number }> {
   const spool = path.join(base, 'spool');
-  const l = await startLauncher({ socket: path.join(spool, 'l.sock'), spool, clientUid: 0, minUid: UID, maxUid: UID, filterPath: '~/.user-milter', rcptPath: '', defaultPath: '', cgroup: 'none', bwrap: findBwrap(), ...over });
+  const l = await startLauncher({
+    socket: path.join(spool, 'l.sock'), spool, clientUid: 0, clientGid: 0, minUid: UID, maxUid: UID, filterPath: '~/.user-milter', rcptPath: '', defaultPath: '',
+    cgroup: 'none', bwrap: findBwrap(), sandbox, passwdFile: path.join(base, 'passwd'), timeoutMs: 10_000, rcptTimeoutMs: 10_000,
+    cpu: 20, as: 1 << 30, nproc: 64, fsize: 1 << 20, output: 65536, memory: 1 << 30, pids: 64, ...over,
+  });
   const c = await LauncherConnection.connect(path.join(spool, 'l.sock'));
   const home = path.join(base, 'home');
-  const req = {
-    program: 'filter' as const, sandbox, user: 'pumbench', uid: UID, gid: UID, groups: [UID], home, spool: 'msg-000000000000000000000001',
-    env: [`HOME=${home}`, 'USER=pumbench', 'PATH=/usr/bin:/bin'], timeoutMs: 10_000, cpu: 20, as: 1 << 30, nproc: 64, fsize: 1 << 20, output: 65536, memory: 1 << 30, pids: 64,
-  };
+  const req = { program: 'filter' as const, user: 'pumbench', uid: UID, spool: 'msg-000000000000000000000001', env: ['SENDER=s@example.org'] };
   await c.run(req); // warm-up
   const cpu0 = treeCpuMs(l.pid);
   const t0 = performance.now();
   for (let i = 0; i < runs; i++) {
+    if (stat) {
+      // A STAT is a fork of the launcher: account lookup and path check in the child.
+      const a = await c.stat(req);
+      if (a.what !== 'own') throw new Error(`stat failed: ${JSON.stringify(a)}`);
+      continue;
+    }
     const a = await c.run(req);
     if (a.type !== 'done' || a.exitCode !== 0) throw new Error(`run failed: ${JSON.stringify(a)}`);
   }
@@ -64,8 +71,9 @@ async function main(): Promise<void> {
     fs.writeFileSync(filter, '#!/bin/sh\ncat >/dev/null; exit 0\n', { mode: 0o755 });
     fs.chownSync(filter, UID, UID);
     fs.mkdirSync(path.join(base, 'spool'), { mode: 0o700 });
+    fs.writeFileSync(path.join(base, 'passwd'), `pumbench:x:${UID}:${UID}::${home}:/bin/sh\n`, { mode: 0o644 });
     const msg = path.join(base, 'spool', 'msg-000000000000000000000001');
-    fs.writeFileSync(msg, 'Subject: bench\n\n' + crypto.randomBytes(3000).toString('base64') + '\n', { mode: 0o644 });
+    fs.writeFileSync(msg, 'Subject: bench\n\n' + crypto.randomBytes(3000).toString('base64') + '\n', { mode: 0o600 });
     const forkExec = path.join(base, 'fork-exec');
     execFileSync('cc', ['-O2', '-o', forkExec, path.join(HERE, 'baselines/fork-exec.c')]);
     const floor = execFileSync(forkExec, [String(runs), filter, msg, String(UID), String(UID)], { encoding: 'utf8' });
@@ -73,6 +81,7 @@ async function main(): Promise<void> {
     const floorCpu = Number(fm?.[1]);
     const rows: Array<[string, { cpu: number; wall: number }]> = [['fork+exec loop (C)', { cpu: floorCpu, wall: Number(fm?.[2]) }]];
     rows.push(['launcher, setpriv, no cgroup', await viaLauncher(base, runs, {}, 'setpriv')]);
+    rows.push(['launcher, STAT (a forked check)', await viaLauncher(base, runs, {}, 'setpriv', true)]);
     if (fs.existsSync('/sys/fs/cgroup/unified')) {
       fs.mkdirSync(cg);
       rows.push(['launcher, setpriv, cgroup per run', await viaLauncher(base, runs, { cgroup: cg }, 'setpriv')]);

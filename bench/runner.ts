@@ -174,6 +174,9 @@ export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<Runner
     }
     const spool = path.join(base, 'spool');
     fs.mkdirSync(spool, { mode: 0o700 });
+    // The launcher looks the account up by uid: from this passwd file.
+    const benchPasswdFile = path.join(base, 'passwd');
+    fs.writeFileSync(benchPasswdFile, `${user.name}:x:${user.uid}:${user.gid}::${home}:/bin/sh\n`, { mode: 0o644 });
     // The launcher's spool names are msg- and 24 hex digits.
     const messageFile = path.join(spool, 'msg-00000000000000000000bebe');
     const head = 'Return-Path: <sender@client.test>\nFrom: sender@client.test\nTo: bench@example.test\nSubject: bench\n\n';
@@ -183,8 +186,12 @@ export async function benchRunner(opts: RunnerBenchOptions = {}): Promise<Runner
     const settings: FilterSettings = { path: '~/.user-milter', timeout: 30_000, sandbox, limits: LIMITS, exitCodes: { reject: [1], tempfail: [75] } };
     // The pool runs filters through the native launcher (the plain loop is the old chain, bench/lib/chain.ts).
     launcher = await startLauncher({
-      socket: path.join(spool, 'launcher.sock'), spool, clientUid: process.getuid?.() ?? 0, minUid: Math.min(user.uid, BENCH_UID), maxUid: Math.max(user.uid, BENCH_UID),
-      filterPath: '~/.user-milter', rcptPath: '', defaultPath: '', cgroup: 'none', bwrap: findBwrap(),
+      socket: path.join(spool, 'launcher.sock'), spool, clientUid: process.getuid?.() ?? 0, clientGid: process.getgid?.() ?? 0,
+      minUid: Math.min(user.uid, BENCH_UID), maxUid: Math.max(user.uid, BENCH_UID),
+      filterPath: '~/.user-milter', rcptPath: '', defaultPath: '', cgroup: 'none', bwrap: findBwrap(), passwdFile: benchPasswdFile,
+      sandbox: sandbox === 'bwrap' ? 'bwrap' : 'setpriv', timeoutMs: settings.timeout, rcptTimeoutMs: settings.timeout,
+      cpu: LIMITS.cpuSeconds, as: LIMITS.memoryBytes, nproc: LIMITS.processes, fsize: LIMITS.fileSizeBytes, output: LIMITS.outputBytes,
+      memory: LIMITS.memoryBytes, pids: LIMITS.processes,
     });
     // Before the pool: worker threads take a copy of the environment when they start.
     process.env[LAUNCHER_SOCKET_ENV] = path.join(spool, 'launcher.sock');

@@ -1,24 +1,22 @@
-/* Runs in: the launcher (single-threaded, so the identity switch below
- * affects everything this process does until it is switched back).
+/* Runs in: a child of the launcher, with its file-system uid, gid and
+ * groups already the user's (child.c): the kernel's own permission checks
+ * decide what the user can reach, and a file the user cannot reach gives the
+ * same answer whether it exists or not (EACCES on the way is `unsafe`, never
+ * `missing`). A file system that blocks (a hung NFS home, a FUSE mount that
+ * never answers) holds up only this child, never the launcher's loop.
  *
- * The checks before a program runs (docs/reference.md §4), done *as the
- * user*: the file-system uid, gid and groups are switched to the user's, so
- * the kernel's own permission checks decide what the user can reach, and a
- * file the user cannot reach gives the same answer whether it exists or not
- * (EACCES on the way is `unsafe`, never `missing`). Switching the fsuid away
- * from 0 also drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the
- * effective set until it is switched back.
- *
- * The path is walked one component at a time from "/" with O_PATH|O_NOFOLLOW
- * descriptors, and the descriptor of the last component is what the child
- * executes: no second lookup by path between the check and the exec. */
+ * The checks before a program runs (docs/reference.md §4). The path is
+ * walked one component at a time from "/" with O_PATH|O_NOFOLLOW
+ * descriptors (O_DIRECTORY too for every component before the last, which
+ * also lets an automount point trigger its mount), and the descriptor of the
+ * last component is what the child executes: no second lookup by path
+ * between the check and the exec. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -27,39 +25,6 @@
 #include "launcher.h"
 
 #define MAX_LINKS 40
-
-int become(const struct who *w)
-{
-	gid_t gs[MAX_GROUPS];
-
-	if (!g_privileged)      /* we are who we are: only our own programs pass */
-		return 0;
-	for (int i = 0; i < w->ngroups; i++)
-		gs[i] = w->groups[i];
-	/* Raw syscalls: glibc's wrappers would try to change every thread. */
-	if (syscall(SYS_setgroups, (size_t)w->ngroups, gs))
-		return -1;
-	setfsgid(w->gid);
-	setfsuid(w->uid);
-	/* Each call returns the previous value: a second call reads it back. */
-	if ((gid_t)setfsgid(w->gid) != w->gid || (uid_t)setfsuid(w->uid) != w->uid) {
-		errno = EPERM;
-		return -1;
-	}
-	return 0;
-}
-
-int unbecome(void)
-{
-	if (!g_privileged)
-		return 0;
-	setfsuid(geteuid());
-	setfsgid(getegid());
-	if ((uid_t)setfsuid(geteuid()) != geteuid() || (gid_t)setfsgid(getegid()) != getegid() ||
-	    syscall(SYS_setgroups, (size_t)0, NULL) || getgroups(0, NULL) != 0)
-		return -1;
-	return 0;
-}
 
 static int say(struct verdict *v, int kind, const char *reason, const char *path, const struct stat *st, int err)
 {
@@ -74,9 +39,9 @@ static int say(struct verdict *v, int kind, const char *reason, const char *path
 
 /* Every directory on the way: owned by root or the user (root only for the
  * site default), writable by nobody else. No exception for sticky dirs. */
-static int bad_dir(const struct who *w, int root_only, const char *path, const struct stat *st, struct verdict *v)
+static int bad_dir(uid_t uid, int root_only, const char *path, const struct stat *st, struct verdict *v)
 {
-	if (st->st_uid != 0 && (root_only || st->st_uid != w->uid))
+	if (st->st_uid != 0 && (root_only || st->st_uid != uid))
 		return say(v, V_UNSAFE, "dir-owner", path, st, 0);
 	if (st->st_mode & S_IWOTH)
 		return say(v, V_UNSAFE, "dir-world-writable", path, st, 0);
@@ -85,7 +50,7 @@ static int bad_dir(const struct who *w, int root_only, const char *path, const s
 	return 0;
 }
 
-static int bad_file(const struct who *w, int root_only, int fd, const char *path, const struct stat *st, struct verdict *v)
+static int bad_file(uid_t uid, int root_only, int fd, const char *path, const struct stat *st, struct verdict *v)
 {
 	char proc[64];
 
@@ -93,7 +58,7 @@ static int bad_file(const struct who *w, int root_only, int fd, const char *path
 		return say(v, V_UNSAFE, "not-regular", path, st, 0);
 	if (!g_privileged && st->st_uid != g_self_uid)
 		return say(v, V_UNSAFE, "not-own-uid", path, st, 0);
-	if (st->st_uid != 0 && (root_only || st->st_uid != w->uid))
+	if (st->st_uid != 0 && (root_only || st->st_uid != uid))
 		return say(v, V_UNSAFE, "owner", path, st, 0);
 	if (st->st_mode & S_IWOTH)
 		return say(v, V_UNSAFE, "world-writable", path, st, 0);
@@ -141,9 +106,9 @@ static int normalise(const char *in, char *out, size_t cap)
 	return 0;
 }
 
-static int walk(const struct who *w, const char *path, int root_only, struct verdict *v, char *resolved)
+static int walk(uid_t uid, const char *path, int root_only, struct verdict *v, char *resolved)
 {
-	char todo[PATH_MAX], target[PATH_MAX], next[2 * PATH_MAX + 2];
+	char todo[PATH_MAX], target[PATH_MAX], next[3 * PATH_MAX + 4];
 	struct stat st;
 	int links = 0, dir, fd;
 
@@ -153,7 +118,7 @@ restart:
 	dir = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dir < 0 || fstat(dir, &st))
 		return say(v, V_FAILED, "error", "/", NULL, errno);
-	if (bad_dir(w, root_only, "/", &st, v))
+	if (bad_dir(uid, root_only, "/", &st, v))
 		goto fail;
 	for (const char *p = todo;;) {
 		while (*p == '/')
@@ -172,7 +137,11 @@ restart:
 		}
 		memcpy(name, p, n);
 		name[n] = 0;
-		fd = openat(dir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		/* Before the last component, O_DIRECTORY first: a plain O_PATH open
+		 * does not trigger an automount; a symbolic link answers ENOTDIR. */
+		fd = *e ? openat(dir, name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC) : -1;
+		if (!*e || (fd < 0 && errno == ENOTDIR))
+			fd = openat(dir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
 			int err = errno, gone = err == ENOENT || err == ENOTDIR;
 			if (err == EACCES) {   /* whatever lies behind: say nothing about it */
@@ -201,15 +170,15 @@ restart:
 			}
 			target[tl] = 0;
 			resolved[rl] = 0;      /* the link's directory */
-			snprintf(next, sizeof next, "%s/%s/%s", target[0] == '/' ? "" : resolved, target, p);
+			int nl = snprintf(next, sizeof next, "%s/%s/%s", target[0] == '/' ? "" : resolved, target, p);
 			close(dir);
-			if (normalise(next, todo, sizeof todo))
+			if (nl < 0 || (size_t)nl >= sizeof next || normalise(next, todo, sizeof todo))
 				return say(v, V_UNSAFE, "error", resolved, NULL, ENAMETOOLONG);
 			goto restart;
 		}
 		if (*p == 0) {
 			close(dir);
-			if (bad_file(w, root_only, fd, resolved, &st, v)) {
+			if (bad_file(uid, root_only, fd, resolved, &st, v)) {
 				close(fd);
 				return -1;
 			}
@@ -220,7 +189,7 @@ restart:
 			close(fd);
 			goto fail;
 		}
-		if (bad_dir(w, root_only, resolved, &st, v)) {
+		if (bad_dir(uid, root_only, resolved, &st, v)) {
 			close(fd);
 			goto fail;
 		}
@@ -232,19 +201,12 @@ fail:
 	return -1;
 }
 
-int check_program(const struct who *w, const char *path, int root_only, struct verdict *v, char resolved[PATH_MAX])
+int check_program(uid_t uid, const char *path, int root_only, struct verdict *v, char resolved[PATH_MAX])
 {
 	int fd;
 
 	memset(v, 0, sizeof *v);
-	if (become(w))
-		return say(v, V_FAILED, "become", path, NULL, errno);
-	fd = walk(w, path, root_only, v, resolved);
-	if (unbecome()) {
-		/* Our own identity is in doubt: nothing may run any more. */
-		fprintf(stderr, "per-user-milter-launcher: cannot switch the file-system identity back: %s\n", strerror(errno));
-		exit(1);
-	}
+	fd = walk(uid, path, root_only, v, resolved);
 	if (fd >= 0)
 		v->kind = V_OK;
 	return fd;

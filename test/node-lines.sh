@@ -14,8 +14,17 @@ lines=("$@")
 [ ${#lines[@]} -gt 0 ] || lines=(22 24 26)
 
 [ -f dist/src/main.js ] || npm run build --silent
+# Each line is installed into a directory every account can read: serve,
+# started as root, drops to milter.user and starts its runner process with
+# this same Node.js binary (npx's cache under /root is not reachable then).
+prefix=$(mktemp -d /var/tmp/pum-node-lines.XXXXXX)
+trap 'rm -rf "$prefix"' EXIT
+chmod 0755 "$prefix"
 for line in "${lines[@]}"; do
-  echo "=== Node.js ${line}: $(npx -y -p "node@${line}" node --version)"
+  npm install --silent --no-audit --no-fund --prefix "$prefix/$line" "node@${line}" >/dev/null
+  node_bin=$(readlink -f "$prefix/$line/node_modules/.bin/node")
+  chmod -R a+rX "$prefix/$line"
+  echo "=== Node.js ${line}: $("$node_bin" --version)"
   # test/run.mjs starts the test runner with process.execPath: this same Node.js.
-  npx -y -p "node@${line}" node test/run.mjs unit component
+  "$node_bin" test/run.mjs unit component
 done

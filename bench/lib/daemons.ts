@@ -136,7 +136,7 @@ export interface PumSettings {
 }
 
 /** The account serve drops to when the bench runs it as root. */
-const MILTER_USER = 'nobody';
+const MILTER_USER = 'per-user-milter';   /* milter.user's default; .ci/run creates it */
 
 /**
  * Started as root, serve drops to MILTER_USER before it opens its socket and

@@ -12,7 +12,7 @@ export interface ScenarioResult {
   title: string;
   layer: Layer;
   system: System;
-  sandbox: 'setpriv' | 'bwrap' | 'none' | 'sudo' | null;
+  sandbox: 'setpriv' | 'bwrap' | 'fork-exec' | 'none' | 'sudo' | null;
   /** Envelope recipients per message. */
   recipients: number;
   /** Whether the recipients are local users with a filter (false: pass-through). */

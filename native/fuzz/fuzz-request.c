@@ -18,6 +18,35 @@
 
 static unsigned long accepted;
 
+static const char *const ENVELOPE[] = { "SENDER=", "RECIPIENT=", "LOCAL=", "EXTENSION=", "DOMAIN=", "CLIENT_ADDRESS=",
+	"CLIENT_HOSTNAME=", "CLIENT_HELO=", "CLIENT_PROTOCOL=", "QUEUE_ID=", "SASL_METHOD=", "SASL_USERNAME=" };
+
+/* What a valid request promises the launcher. */
+static void check(const struct request *rq)
+{
+	if ((rq->type != MSG_RUN && rq->type != MSG_STAT) || !valid_user_name(rq->user) || rq->uid == 0 ||
+	    rq->nenv < 0 || rq->nenv > MAX_ENV || (rq->program != PROG_FILTER && rq->program != PROG_RCPT))
+		abort();
+	if (rq->type == MSG_RUN && (rq->program == PROG_FILTER) != (rq->has_spool != 0))
+		abort();
+	if (rq->has_spool && (strlen(rq->spool) != SPOOL_NAME_LEN || strncmp(rq->spool, "msg-", 4) ||
+			      strspn(rq->spool + 4, "0123456789abcdef") != SPOOL_NAME_LEN - 4))
+		abort();
+	unsigned seen = 0;
+	for (int i = 0; i < rq->nenv; i++) {
+		int k = -1;
+		for (int j = 0; j < MAX_ENV; j++)
+			if (!strncmp(rq->env[i], ENVELOPE[j], strlen(ENVELOPE[j])))
+				k = j;
+		if (k < 0 || (seen & (1u << k)))   /* only envelope names (never HOME, PATH, ...), each once */
+			abort();
+		seen |= 1u << k;
+		for (const unsigned char *p = (const unsigned char *)rq->env[i]; *p; p++)
+			if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+				abort();   /* control characters were removed */
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct request rq;
@@ -25,16 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (parse_request(data, size, &rq, why, sizeof why) == 0) {
 		accepted++;
-		/* What a valid request promises the launcher. */
-		if ((rq.type != MSG_RUN && rq.type != MSG_STAT) || !valid_user_name(rq.user) || !valid_abs_path(rq.home) ||
-		    rq.uid == 0 || rq.gid == 0 || rq.ngroups > MAX_GROUPS || rq.nenv > MAX_ENV)
-			abort();
-		for (int i = 0; i < rq.ngroups; i++)
-			if (rq.groups[i] == 0)
-				abort();
-		for (int i = 0; i < rq.nenv; i++)
-			if (!strchr(rq.env[i], '='))
-				abort();
+		check(&rq);
 	}
 	return 0;
 }

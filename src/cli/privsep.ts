@@ -34,11 +34,19 @@ export function launcherSocket(spoolDir: string): string {
   return path.join(spoolDir, 'launcher.sock');
 }
 
-export function launcherSettings(config: Config, spoolDir: string, clientUid: number): LauncherSettings {
+/**
+ * The launcher's whole policy, from the configuration: fixed for its life
+ * (these keys take effect at a restart). filter.sandbox=none (allowed only
+ * unprivileged, privilegeProblems) runs as setpriv: the launcher has no
+ * weaker mode.
+ */
+export function launcherSettings(config: Config, spoolDir: string, clientUid: number, clientGid: number): LauncherSettings {
+  const l = config.filter.limits;
   return {
     socket: launcherSocket(spoolDir),
     spool: spoolDir,
     clientUid,
+    clientGid,
     minUid: config.users.minUid,
     maxUid: config.users.maxUid,
     filterPath: config.filter.path,
@@ -46,6 +54,18 @@ export function launcherSettings(config: Config, spoolDir: string, clientUid: nu
     defaultPath: config.filter.default,
     cgroup: config.filter.cgroup,
     bwrap: config.filter.sandbox === 'bwrap' ? findBwrap() : '',
+    sandbox: config.filter.sandbox === 'bwrap' ? 'bwrap' : 'setpriv',
+    passwdFile: config.users.passwdFile,
+    timeoutMs: config.filter.timeout,
+    rcptTimeoutMs: config.filter.rcptTimeout,
+    cpu: l.cpuSeconds,
+    as: l.memoryBytes,
+    nproc: l.processes,
+    fsize: l.fileSizeBytes,
+    output: l.outputBytes,
+    // The whole run's cgroup gets what one process may address, and as many tasks as processes.
+    memory: l.memoryBytes,
+    pids: l.processes,
   };
 }
 
@@ -71,7 +91,7 @@ export async function startPrivilegeSplit(config: Config, spoolDir: string, onLa
     const held = heldCapabilities(fs.readFileSync('/proc/self/status', 'utf8'));
     if (held) throw new StartRefused([held]);
     fs.mkdirSync(spoolDir, { recursive: true, mode: 0o700 });
-    const settings = launcherSettings(config, spoolDir, process.getuid?.() ?? euid);
+    const settings = launcherSettings(config, spoolDir, process.getuid?.() ?? euid, process.getgid?.() ?? 0);
     const launcher = await startLauncher(settings, { onStderr: onLauncherStderr });
     return { privileged: false, account: null, settings, launcher };
   }
@@ -83,7 +103,7 @@ export async function startPrivilegeSplit(config: Config, spoolDir: string, onLa
   }
   if (account.uid === 0 || account.gid === 0) throw new StartRefused([`milter.user: ${account.name} is root: the milter must run as an unprivileged account`]);
   handOverSpool(spoolDir, account);
-  const settings = launcherSettings(config, spoolDir, account.uid);
+  const settings = launcherSettings(config, spoolDir, account.uid, account.gid);
   const launcher = await startLauncher(settings, { onStderr: onLauncherStderr });
   try {
     dropPrivileges(account);

@@ -28,8 +28,10 @@ import { SHUTDOWN_MARGIN_MS } from '../timeouts.js';
 const RESTART_KEYS = [
   'milter.listen', 'milter.socketMode', 'milter.maxConnections', 'milter.user', 'spool.dir', 'pool.threads', 'pool.maxQueue',
   'metrics.listen', 'metrics.perUserLabels', 'log.format',
-  // The launcher's arguments: fixed for its life, so that the milter process cannot name another program.
-  'filter.path', 'filter.rcptPath', 'filter.default', 'filter.cgroup', 'users.minUid', 'users.maxUid',
+  // The launcher's arguments: fixed for its life, so that the milter process cannot name another program,
+  // sandbox, limit or timeout, nor tell it who a user is.
+  'filter.path', 'filter.rcptPath', 'filter.default', 'filter.cgroup', 'filter.sandbox', 'filter.limits',
+  'filter.timeout', 'filter.rcptTimeout', 'users.passwdFile', 'users.minUid', 'users.maxUid',
 ];
 
 /** Exit status when the privileged launcher died: the supervisor restarts us (docs/sandbox.md). */
@@ -155,12 +157,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const app: AppContext = {
     config: () => config,
     classify: (input) => classifier.classify(input),
-    // Asked at RCPT: the launcher checks as the user, in its own process (no
-    // fork). `unsafe` counts as having one: the run then reports why. Users
+    // Asked at RCPT: the launcher checks as the user, in a child of its own
+    // (it looks the account up by uid). `unsafe` counts as having one: the run then reports why. Users
     // outside users.minUid..maxUid (as the launcher was started) never get a run.
     hasFilter: async (user) => {
       if (user.uid < settings.minUid || user.uid > settings.maxUid) return false;
-      const a = await (await launcherConnection()).stat({ program: 'filter', user: user.name, uid: user.uid, gid: user.gid, groups: user.groups, home: user.home });
+      const a = await (await launcherConnection()).stat({ program: 'filter', user: user.name, uid: user.uid });
       return a.what !== 'none';
     },
     spool,

@@ -186,7 +186,7 @@ export async function tryCommand(argv: string[]): Promise<number> {
       for (const p of problems) err(p);
       return EXIT_OTHER;
     }
-    const settings = launcherSettings(config, dir, process.getuid?.() ?? 0);
+    const settings = launcherSettings(config, dir, process.getuid?.() ?? 0, process.getgid?.() ?? 0);
     let launcher;
     try {
       launcher = await startLauncher(settings, { onStderr: (line) => err(line) });

@@ -134,7 +134,7 @@ const base = {
       default: 2,
     },
     sandbox: {
-      doc: 'setpriv (the launcher: user switch, no_new_privs, rlimits, contained process tree), bwrap (also private /tmp, own pid namespace, read-only system), or none (unprivileged runs only)',
+      doc: 'setpriv (the launcher: user switch, no_new_privs, rlimits, contained process tree), bwrap (also private /tmp, own pid namespace, read-only system), or none (unprivileged runs only; the same as setpriv there)',
       format: oneOf(['setpriv', 'bwrap', 'none']),
       default: 'setpriv',
     },

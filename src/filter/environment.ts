@@ -2,7 +2,8 @@
 //
 // The filter's whole environment (docs/reference.md §4): Postfix local(8)
 // and pipe(8) names, values as the MTA sent them with control characters
-// removed, nothing else. The launcher accepts exactly these names.
+// removed, nothing else. The launcher accepts the envelope names from us and
+// sets the first five itself (native/child.c).
 import type { EnvelopeFacts } from './job.js';
 import type { UserAccount } from '../users/user.js';
 
@@ -26,6 +27,15 @@ export function envValue(v: unknown, name = ''): string {
   const room = MAX_ENTRY_BYTES - name.length - 1;
   while (Buffer.byteLength(s, 'utf8') > room) s = s.slice(0, -1);
   return s;
+}
+
+/**
+ * What a client sends the launcher: the envelope names only, each once.
+ * HOME, USER, LOGNAME, SHELL and PATH (FILTER_PATH) the launcher sets from
+ * the account it looks up itself.
+ */
+export function envelopeEnvironment(envelope: EnvelopeFacts): string[] {
+  return FILTER_ENV_NAMES.slice(5).map((name) => `${name}=${envValue(envelope[name as keyof EnvelopeFacts], name)}`);
 }
 
 export function filterEnvironment(user: UserAccount, envelope: EnvelopeFacts): Record<string, string> {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { PumError } from '../errors.js';
 import { LauncherConnection, type RunAnswer } from '../launcher/client.js';
 import type { RunRequest } from '../launcher/protocol.js';
-import { filterEnvironment } from './environment.js';
+import { envelopeEnvironment } from './environment.js';
 import type { FilterJob, FilterResult, Outcome } from './job.js';
 import { notRunOutcome, notRunText, outcomeOf, replyTextOf } from './outcome.js';
 
@@ -42,28 +42,15 @@ export function closeLauncherConnection(): void {
   connection = null;
 }
 
+/** What the launcher is asked: a uid (the name as a cross-check), the program kind, the spool file, the envelope. */
 export function runRequest(job: FilterJob): RunRequest {
-  const { user, settings } = job;
   const program = job.program ?? 'filter';
   return {
     program,
-    sandbox: settings.sandbox,
-    user: user.name,
-    uid: user.uid,
-    gid: user.gid,
-    groups: user.groups,
-    home: user.home,
+    user: job.user.name,
+    uid: job.user.uid,
     ...(program === 'filter' ? { spool: path.basename(job.spoolPath) } : {}),
-    env: Object.entries(filterEnvironment(user, job.envelope)).map(([k, v]) => `${k}=${v}`),
-    timeoutMs: settings.timeout,
-    cpu: settings.limits.cpuSeconds,
-    as: settings.limits.memoryBytes,
-    nproc: settings.limits.processes,
-    fsize: settings.limits.fileSizeBytes,
-    output: settings.limits.outputBytes,
-    // The whole run's cgroup gets what one process may address, and as many tasks as processes.
-    memory: settings.limits.memoryBytes,
-    pids: settings.limits.processes,
+    env: envelopeEnvironment(job.envelope),
   };
 }
 
@@ -99,17 +86,14 @@ export async function runFilter(job: FilterJob): Promise<FilterResult> {
     return { outcome: 'unsafe', exitCode: null, signal: null, durationMs: 0, replyText: '', log: 'refusing to run a filter as root or with group 0' };
   }
   const request = runRequest(job);
-  let conn = await connect(false);
   let answer: RunAnswer;
   try {
-    try {
-      answer = await conn.run(request);
-    } catch (err) {
-      // A broken connection (not an answer): once more on a fresh one.
-      if (!(err instanceof PumError) || !conn.closed) throw err;
-      conn = await connect(true);
-      answer = await conn.run(request);
-    }
+    // A connection found broken before the request is sent: a fresh one.
+    // Once sent, never again: the launcher may have started the filter, and
+    // a filter must not run twice for one message (a lost answer is 451).
+    let conn = await connect(false);
+    if (conn.closed) conn = await connect(true);
+    answer = await conn.run(request);
   } catch (err) {
     if (err instanceof PumError && err.code === 'PUM_ERR_SPOOL_UNREADABLE') {
       throw new PumError(err.code, `cannot open spool file ${job.spoolPath}: ${err.message}`, { cause: err });

@@ -10,8 +10,7 @@
 export const MSG = { RUN: 1, STAT: 2, DONE: 0x81, NOTRUN: 0x82, FAILED: 0x83, CHECKED: 0x84 } as const;
 
 export const TAG = {
-  id: 1, program: 2, sandbox: 3, user: 4, uid: 5, gid: 6, groups: 7, home: 8, spool: 9, env: 10,
-  timeout: 11, cpu: 12, as: 13, nproc: 14, fsize: 15, output: 16, memory: 17, pids: 18,
+  id: 1, program: 2, user: 4, uid: 5, spool: 9, env: 10,
   what: 32, exit: 33, signal: 34, timedOut: 35, killed: 36, wallMs: 37, stdout: 38, stderr: 39,
   dropped: 40, kind: 41, reason: 42, path: 43, mode: 44, owner: 45, errno: 46, stage: 47, text: 48,
 } as const;
@@ -20,33 +19,23 @@ export const TAG = {
 export const MAX_FRAME = 1 << 20;
 
 export type Program = 'filter' | 'rcpt';
-export type Sandbox = 'setpriv' | 'bwrap' | 'none';
 
-/** Who the program is for: the launcher looks nothing up by name. */
+/**
+ * Who the program is for: a uid, and the name we know it by as a
+ * cross-check. The launcher looks the account up itself (home, groups,
+ * shell); the sandbox, limits and timeouts are its start-up arguments.
+ */
 export interface Subject {
   program: Program;
   user: string;
   uid: number;
-  gid: number;
-  groups: number[];
-  home: string;
 }
 
 export interface RunRequest extends Subject {
-  sandbox: Sandbox;
   /** A spool file *name* (msg-…) in the launcher's --spool; absent for `rcpt` (stdin is /dev/null). */
   spool?: string;
-  /** NAME=VALUE, names from docs/reference.md §4 only. */
+  /** NAME=VALUE, the envelope names of docs/reference.md §4 only (the launcher sets HOME, USER, LOGNAME, SHELL, PATH). */
   env: string[];
-  timeoutMs: number;
-  cpu: number;
-  as: number;
-  nproc: number;
-  fsize: number;
-  output: number;
-  /** cgroup memory.max and pids.max for the whole run (0: none). */
-  memory: number;
-  pids: number;
 }
 
 export type Answer =
@@ -87,21 +76,13 @@ export function frame(type: number, fields: Field[]): Buffer {
 }
 
 function subjectFields(id: number, s: Subject): Field[] {
-  return [
-    [TAG.id, id], [TAG.program, s.program], [TAG.user, s.user], [TAG.uid, s.uid], [TAG.gid, s.gid],
-    [TAG.groups, [...new Set(s.groups)].join(',')], [TAG.home, s.home],
-  ];
+  return [[TAG.id, id], [TAG.program, s.program], [TAG.user, s.user], [TAG.uid, s.uid]];
 }
 
 export function encodeRun(id: number, r: RunRequest): Buffer {
   const fields = subjectFields(id, r);
-  fields.push([TAG.sandbox, r.sandbox]);
   if (r.spool !== undefined) fields.push([TAG.spool, r.spool]);
   for (const kv of r.env) fields.push([TAG.env, kv]);
-  fields.push(
-    [TAG.timeout, r.timeoutMs], [TAG.cpu, r.cpu], [TAG.as, r.as], [TAG.nproc, r.nproc], [TAG.fsize, r.fsize],
-    [TAG.output, r.output], [TAG.memory, r.memory], [TAG.pids, r.pids],
-  );
   return frame(MSG.RUN, fields);
 }
 

@@ -5,7 +5,8 @@
 // run and exit), its standard output carries one "ready" line and nothing
 // else, its standard error is a stream of diagnostics for our log. The
 // arguments come from the configuration and are fixed for the launcher's
-// life: a compromised milter process cannot name another program.
+// life: a compromised milter process cannot name another program, sandbox,
+// limit or timeout, nor tell it who a user is.
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
@@ -17,8 +18,9 @@ export interface LauncherSettings {
   socket: string;
   /** The spool directory: 0700, owned by `clientUid`. */
   spool: string;
-  /** The only uid whose connections it accepts (the milter's account). */
+  /** The only uid whose connections it accepts (the milter's account), and that account's gid (its spool files). */
   clientUid: number;
+  clientGid: number;
   minUid: number;
   maxUid: number;
   /** filter.path, filter.rcptPath ('' = none), filter.default ('' = none). */
@@ -29,6 +31,21 @@ export interface LauncherSettings {
   cgroup: string;
   /** bwrap's path, for filter.sandbox=bwrap; '' = not available. */
   bwrap: string;
+  /** filter.sandbox (none is setpriv: unprivileged only, see privilegeProblems). */
+  sandbox: 'setpriv' | 'bwrap';
+  /** users.passwdFile ('' = NSS): where the launcher looks accounts up by uid. */
+  passwdFile: string;
+  /** filter.timeout and filter.rcptTimeout, ms, from the fork on. */
+  timeoutMs: number;
+  rcptTimeoutMs: number;
+  /** filter.limits: rlimits (cpu s, address space, processes, file size), output bytes kept; the run cgroup's memory.max and pids.max (0 = none). */
+  cpu: number;
+  as: number;
+  nproc: number;
+  fsize: number;
+  output: number;
+  memory: number;
+  pids: number;
 }
 
 export interface LauncherReady {
@@ -59,9 +76,13 @@ export function launcherBinary(env: NodeJS.ProcessEnv = process.env): string {
 
 export function launcherArgs(s: LauncherSettings): string[] {
   const args = [
-    '--socket', s.socket, '--spool', s.spool, '--client-uid', String(s.clientUid),
+    '--socket', s.socket, '--spool', s.spool, '--client-uid', String(s.clientUid), '--client-gid', String(s.clientGid),
     '--min-uid', String(s.minUid), '--max-uid', String(s.maxUid), '--filter-path', s.filterPath, '--cgroup', s.cgroup,
+    '--sandbox', s.sandbox, '--timeout-ms', String(s.timeoutMs), '--rcpt-timeout-ms', String(s.rcptTimeoutMs),
+    '--cpu', String(s.cpu), '--as', String(s.as), '--nproc', String(s.nproc), '--fsize', String(s.fsize),
+    '--output', String(s.output), '--memory', String(s.memory), '--pids', String(s.pids),
   ];
+  if (s.passwdFile) args.push('--passwd-file', s.passwdFile);
   if (s.rcptPath) args.push('--rcpt-path', s.rcptPath);
   if (s.defaultPath) args.push('--default-path', s.defaultPath);
   if (s.bwrap) args.push('--bwrap', s.bwrap);

@@ -107,6 +107,10 @@ export interface Variant {
   portFrom: number;
   /** Users' name prefix, so variants do not share homes. */
   prefix: string;
+  /** The program instead of this build's dist/src/main.js: an installed per-user-milter. */
+  command?: string[];
+  /** The account serve drops to (a system user made for the test; default pumops-svc). */
+  serviceUser?: string;
 }
 
 /**
@@ -124,7 +128,7 @@ export async function filtersRunAsTheirUsers(t: TestContext, v: Variant): Promis
   assert.equal(one(unit, 'NoNewPrivileges'), 'yes');
 
   // The account serve runs as: started as root, it drops to milter.user (pumops-svc stands in for per-user-milter).
-  const svc = ensureUser(t, 'pumops-svc', { system: true });
+  const svc = ensureUser(t, v.serviceUser ?? 'pumops-svc', { system: true });
   const mta = ensureUser(t, 'pumops-mta', { system: true });
   const accepter = ensureUser(t, `${v.prefix}1`);
   const rejecter = ensureUser(t, `${v.prefix}2`);
@@ -173,6 +177,7 @@ export async function filtersRunAsTheirUsers(t: TestContext, v: Variant): Promis
   const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
   const serve = await startServe(t, ['--config', config], {
     launcher,
+    ...(v.command ? { command: v.command } : {}),
     env: { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' },
     ready: async () => fs.existsSync(sock) && (await httpGet(metricsUrl).catch(() => ({ status: 0 }))).status === 200,
   });

@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { lacksCommand, lacksRoot } from '../support/require.js';
+import { lacksCommand, lacksRoot, lacksServiceAccount } from '../support/require.js';
 import {
   DEPLOY, deliver, ensureUser, freePort, httpGet, lacksServe, optionalImport, readDeploy, sleep, startServe, tmpDir, waitFor, writeFilter,
 } from './support.js';
@@ -217,19 +217,19 @@ exit 0
 `;
 
 test('a real Prometheus scrapes serve during a load and stores what the load did', { timeout: 180_000 }, async (t) => {
-  if (lacksRoot(t) || lacksCommand(t, 'prometheus', 'prometheus') || lacksServe(t)) return;
+  if (lacksRoot(t) || lacksCommand(t, 'prometheus', 'prometheus') || lacksServe(t) || lacksServiceAccount(t)) return;
   const user = ensureUser(t, 'pumops-prom');
   writeFilter(user, VERDICT_FILTER);
 
   const dir = tmpDir(t, 'prom');
-  // Started as root, serve drops to milter.user (here `nobody`), which must reach its spool.
+  // Started as root, serve drops to milter.user (its default, per-user-milter), which must reach its spool.
   fs.chmodSync(dir, 0o755);
   const milterPort = await freePort(25420);
   const metricsPort = await freePort(milterPort + 1);
   const promPort = await freePort(metricsPort + 1);
   const config = path.join(dir, 'config.json');
   fs.writeFileSync(config, JSON.stringify({
-    milter: { listen: `inet:${milterPort}@127.0.0.1`, user: 'nobody' },
+    milter: { listen: `inet:${milterPort}@127.0.0.1` },
     spool: { dir: path.join(dir, 'spool') },
     filter: { timeout: 10_000, sandbox: 'setpriv' },
     pool: { threads: 2 },

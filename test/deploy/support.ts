@@ -58,6 +58,17 @@ export function lacksServe(t: TestContext): boolean {
   return true;
 }
 
+/** The repository's files as a clean clone has them (tracked, plus new files not ignored), copied to `dir`. */
+export function cleanCopy(dir: string): void {
+  const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: ROOT, encoding: 'utf8' })
+    .split('\0').filter((f) => f !== '' && fs.existsSync(path.join(ROOT, f)));
+  for (const f of files) {
+    fs.mkdirSync(path.join(dir, path.dirname(f)), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, f), path.join(dir, f));
+    fs.chmodSync(path.join(dir, f), fs.statSync(path.join(ROOT, f)).mode & 0o777);
+  }
+}
+
 /** A fresh temporary directory, removed when test `t` ends. */
 export function tmpDir(t: TestContext, prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pumops-${prefix}-`));
@@ -170,15 +181,16 @@ export interface Serve {
 }
 
 /**
- * Starts `node dist/src/main.js serve ARGS` (optionally behind a launcher
- * such as setpriv), collects its output, and resolves once `ready` says so.
+ * Starts `node dist/src/main.js serve ARGS` (or `command serve ARGS`, e.g.
+ * an installed per-user-milter; optionally behind a launcher such as
+ * setpriv), collects its output, and resolves once `ready` says so.
  */
 export async function startServe(
   t: TestContext,
   args: string[],
-  opts: { launcher?: string[]; ready: () => Promise<boolean>; env?: NodeJS.ProcessEnv; timeoutMs?: number },
+  opts: { launcher?: string[]; command?: string[]; ready: () => Promise<boolean>; env?: NodeJS.ProcessEnv; timeoutMs?: number },
 ): Promise<Serve> {
-  const argv = [...(opts.launcher ?? []), process.execPath, MAIN_JS, 'serve', ...args];
+  const argv = [...(opts.launcher ?? []), ...(opts.command ?? [process.execPath, MAIN_JS]), 'serve', ...args];
   const [file, ...rest] = argv as [string, ...string[]];
   const child = spawn(file, rest, { cwd: ROOT, env: opts.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';

@@ -18,6 +18,19 @@ export function lacksRoot(t: TestContext): boolean {
   return missing(t, 'root (real setuid to test users)');
 }
 
+/** The service account serve drops to by default (milter.user); .ci/run creates it with systemd-sysusers. */
+export const SERVICE_ACCOUNT = 'per-user-milter';
+
+/** Returns true when the per-user-milter account is missing (and the test has been marked skipped). */
+export function lacksServiceAccount(t: TestContext): boolean {
+  try {
+    execFileSync('getent', ['passwd', SERVICE_ACCOUNT], { stdio: 'ignore' });
+    return false;
+  } catch {
+    return missing(t, `the ${SERVICE_ACCOUNT} system account (systemd-sysusers deploy/systemd/sysusers.d/per-user-milter.conf)`);
+  }
+}
+
 /** Returns true when `command` is not on PATH (and the test has been marked skipped). */
 export function lacksCommand(t: TestContext, command: string, debianPackage: string): boolean {
   try {

@@ -178,13 +178,20 @@ describe('our own failures through a running serve: 451 4.3.x, a log line, a cou
     const c = await openClient(MILTER_PORT);
     try {
       assert.equal((await sendMessage(c, ['alice'], { queueId: 'QWARM' })).final, 'accept'); // alice is now cached
-      const away = `${w.passwd}.away`;
-      fs.renameSync(w.passwd, away);
+      // Unreadable for the milter's account (and changed, so its resolver
+      // reads it again), still readable for the launcher (root, the file's
+      // owner), which looks every account up itself by uid: a file that is
+      // gone would fail alice's check there too (our failure, 451 as well).
+      const passwd = w.passwd;
+      const touch = (ms: number): void => fs.utimesSync(passwd, new Date(ms), new Date(ms));
+      fs.chmodSync(w.passwd, 0o600);
+      touch(Date.now() + 5000);
       let sent;
       try {
         sent = await sendMessage(c, ['bob', 'alice'], { queueId: 'QLOOKUP' });
       } finally {
-        fs.renameSync(away, w.passwd);
+        fs.chmodSync(w.passwd, 0o644);
+        touch(Date.now() + 10_000);
       }
       assert.deepEqual(sent.rcptReplies, [errorReplyLine('PUM_ERR_USER_LOOKUP'), 'continue']);
       assert.match(sent.rcptReplies[0] as string, /^451 4\.3\.0 /);
@@ -204,7 +211,7 @@ describe('our own failures through a running serve: 451 4.3.x, a log line, a cou
     assert.equal(r.action, 'tempfail');
     assert.equal(r.code, 'PUM_ERR_USER_LOOKUP');
     assert.equal(r.reason, 'lookup');
-    assert.match(String(r.error), /ENOENT/);
+    assert.match(String(r.error), /EACCES/);
     const text = await scrape(METRICS_PORT);
     assert.equal(metricValue(text, 'per_user_milter_internal_errors_total', 'reason="lookup"'), 1);
     assert.equal(metricValue(text, 'per_user_milter_user_lookups_total', 'result="error"'), 1);

@@ -6,6 +6,7 @@ import { chmodSync, chownSync, closeSync, existsSync, mkdtempSync, openSync, rmS
 import os from 'node:os';
 import path from 'node:path';
 import { canConnect, LogFile, type LogMark, procMemory, repoRoot, sleep, waitFor } from './util.js';
+import { SERVICE_ACCOUNT } from '../../support/require.js';
 
 export const MILTER_MAIN = path.join(repoRoot, 'dist/src/main.js');
 
@@ -62,21 +63,20 @@ export async function startMilter(o: MilterOptions): Promise<Milter> {
   if (!existsSync(MILTER_MAIN)) throw new Error(`${MILTER_MAIN} missing: run npm run build`);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pumtest-milter-'));
   const logFile = path.join(dir, 'milter.log');
-  // Started as root, serve drops to milter.user (here the system's `nobody`),
-  // which must reach its spool directory; test users live in uids above the
-  // default users.maxUid.
+  // Started as root, serve drops to milter.user (its default, the
+  // per-user-milter account, which .ci/run creates), which must reach its
+  // spool directory; test users live in uids above the default users.maxUid.
   chmodSync(dir, 0o755);
-  // ... and creates its unix socket after the drop: the socket's directory (the test's own) must be nobody's.
+  // ... and creates its unix socket after the drop: the socket's directory (the test's own) must be the account's.
   const sock = /^(?:unix|local):(.+)$/.exec(o.listen)?.[1];
   if (sock && process.getuid?.() === 0 && !o.config?.['milter.user']) {
-    const [uid, gid] = ['-u', '-g'].map((f) => Number(execFileSync('id', [f, 'nobody'], { encoding: 'utf8' })));
+    const [uid, gid] = ['-u', '-g'].map((f) => Number(execFileSync('id', [f, SERVICE_ACCOUNT], { encoding: 'utf8' })));
     chownSync(path.dirname(sock), uid as number, gid as number);
   }
   const config: Record<string, string | number | boolean> = {
     'metrics.listen': '',
     'spool.dir': path.join(dir, 'spool'),
     'milter.socketMode': '0666',
-    'milter.user': 'nobody',
     'users.maxUid': 64999,
     ...o.config,
     'milter.listen': o.listen,

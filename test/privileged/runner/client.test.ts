@@ -78,6 +78,7 @@ describe('RunnerClient', () => {
     try {
       w.install(w.users.a, 'sleeper');
       w.install(w.users.b, 'trivial');
+      await w.launchFor({ timeout: 1000 });
       const job = () => w.job(w.users.a, w.message(), { timeout: 1000 });
       const first = runner.run(job());
       // Nothing waits yet: the second message is admitted, and waits for the one slot.
@@ -143,6 +144,7 @@ describe('RunnerClient', () => {
     const runner = new RunnerClient({ threads: 1, maxQueue: 5, onUnexpectedExit: (how, n) => exits.push([how, n]) });
     try {
       w.install(w.users.b, 'sleeper');
+      await w.launchFor({ timeout: 20_000 });
       const held = runner.run(w.job(w.users.b, w.message(), { timeout: 20_000 }));
       const firstPid = runner.pid as number;
       await waitUntil('the filter to start', () => w.processesOf(w.users.b.uid).length > 0);
@@ -167,6 +169,7 @@ describe('RunnerClient', () => {
     const dir = fs.mkdtempSync(path.join(w.base, 'milter-'));
     const script = path.join(dir, 'milter.mjs');
     const moduleUrl = pathToFileURL(path.resolve('dist/src/runner/client.js')).href;
+    await w.launchFor({ timeout: 60_000 });
     const job = w.job(w.users.b, w.message(), { timeout: 60_000 });
     fs.writeFileSync(
       script,

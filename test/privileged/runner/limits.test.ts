@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
-import { runFilter } from '../../../src/filter/run.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
 import { launcherBuilt, makeWorld, settle, type World } from './world.js';
 
@@ -69,7 +68,7 @@ for (const mode of ['cgroup', 'none'] as const) {
         const u = w.users.a;
         const f = w.install(u, 'trivial');
         fs.writeFileSync(f, `#!/bin/sh\n${script}`);
-        const r = await runFilter(w.job(u, w.message(), { timeout: 1500 }));
+        const r = await w.run(w.job(u, w.message(), { timeout: 1500 }));
         assert.equal(r.outcome, name.includes('TERM') ? 'timeout' : 'accept', r.log);
         // With a cgroup the count is exact; without one, members killed with the process group are not counted.
         if (mode === 'cgroup' && !name.includes('TERM')) assert.match(r.log, /killed [1-9]\d* leftover process/, 'the escapee was found and ended');
@@ -90,7 +89,7 @@ for (const sandbox of ['setpriv', 'bwrap'] as const) {
       const u = w.users.a;
       w.install(u, 'sleeper');
       const t0 = Date.now();
-      const r = await runFilter(w.job(u, w.message(), { sandbox, timeout: TIMEOUT }));
+      const r = await w.run(w.job(u, w.message(), { sandbox, timeout: TIMEOUT }));
       const took = Date.now() - t0;
       assert.equal(r.outcome, 'timeout', r.log);
       assert.ok(took >= TIMEOUT, `took ${took} ms`);
@@ -104,7 +103,7 @@ for (const sandbox of ['setpriv', 'bwrap'] as const) {
       const u = w.users.a;
       w.install(u, 'escaper');
       const t0 = Date.now();
-      const r = await runFilter(w.job(u, w.message(), { sandbox, timeout: TIMEOUT }));
+      const r = await w.run(w.job(u, w.message(), { sandbox, timeout: TIMEOUT }));
       const took = Date.now() - t0;
       assert.equal(r.outcome, 'timeout', r.log);
       assert.ok(took < TIMEOUT + 3000, `took ${took} ms, more than timeout + 3 s`);
@@ -118,7 +117,7 @@ describe('resource limits', () => {
     if (needs(t, 'setpriv')) return;
     const u = w.users.bomb;
     w.install(u, 'forkbomb');
-    const r = await runFilter(
+    const r = await w.run(
       w.job(u, w.message(), {
         timeout: 1500,
         limits: { cpuSeconds: 5, memoryBytes: 256 << 20, processes: 20, fileSizeBytes: 1 << 20, outputBytes: 4096 },
@@ -137,7 +136,7 @@ describe('resource limits', () => {
     const u = w.users.bomb;
     w.install(u, 'forkbomb');
     // Watch the bomb while it runs: the uid never has more than the limit (+1 for a fork in flight).
-    const run = runFilter(
+    const run = w.run(
       w.job(u, w.message(), {
         timeout: 1500,
         limits: { cpuSeconds: 5, memoryBytes: 256 << 20, processes: 12, fileSizeBytes: 1 << 20, outputBytes: 4096 },
@@ -159,7 +158,7 @@ describe('resource limits', () => {
     if (needs(t, 'setpriv') || lacksCommand(t, 'perl', 'perl-base')) return;
     const u = w.users.a;
     w.install(u, 'memhog');
-    const r = await runFilter(w.job(u, w.message(), { limits: { cpuSeconds: 10, memoryBytes: 256 << 20, processes: 64, fileSizeBytes: 1 << 20, outputBytes: 4096 } }));
+    const r = await w.run(w.job(u, w.message(), { limits: { cpuSeconds: 10, memoryBytes: 256 << 20, processes: 64, fileSizeBytes: 1 << 20, outputBytes: 4096 } }));
     assert.equal(r.outcome, 'accept', r.log);
     assert.doesNotMatch(r.log, /survived/);
     assert.match(r.replyText, /^perl exit [1-9]\d*$/);
@@ -175,7 +174,7 @@ describe('resource limits', () => {
     const watch = setInterval(() => {
       peak = Math.max(peak, process.memoryUsage().rss);
     }, 20);
-    const r = await runFilter(w.job(u, w.message(), { timeout: 60_000 }));
+    const r = await w.run(w.job(u, w.message(), { timeout: 60_000 }));
     clearInterval(watch);
     assert.equal(r.outcome, 'reject', r.log.slice(0, 200));
     assert.equal(r.replyText, '5.7.1 big talker');
@@ -190,7 +189,7 @@ describe('resource limits', () => {
     const u = w.users.a;
     const f = w.install(u, 'trivial');
     (await import('node:fs')).writeFileSync(f, '#!/bin/sh\ncat >/dev/null\nwhile :; do :; done\n');
-    const r = await runFilter(w.job(u, w.message(), { timeout: 20_000, limits: { cpuSeconds: 1, memoryBytes: 256 << 20, processes: 64, fileSizeBytes: 1 << 20, outputBytes: 4096 } }));
+    const r = await w.run(w.job(u, w.message(), { timeout: 20_000, limits: { cpuSeconds: 1, memoryBytes: 256 << 20, processes: 64, fileSizeBytes: 1 << 20, outputBytes: 4096 } }));
     assert.equal(r.outcome, 'error', r.log);
     // soft = hard: the kernel sends SIGXCPU and SIGKILL at the same tick.
     assert.ok(r.signal === 'SIGKILL' || r.signal === 'SIGXCPU', String(r.signal));

@@ -6,10 +6,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { closeLauncherConnection, LAUNCHER_SOCKET_ENV, runFilter } from '../../../src/filter/run.js';
-import { findBwrap, startLauncher } from '../../../src/launcher/start.js';
+import { startLauncher, type RunningLauncher } from '../../../src/launcher/start.js';
 import { createUserResolver } from '../../../src/users/resolve.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
-import { defaultSettings, envelopeFor, FIXTURES, killUid, launcherBuilt } from './world.js';
+import { defaultSettings, envelopeFor, FIXTURES, killUid, launcherBuilt, testLauncherSettings } from './world.js';
 
 const USER = 'pumrun-sys';
 const GROUP = 'pumrun-grp';
@@ -64,15 +64,17 @@ test('NSS: the account, its primary and supplementary groups; the filter runs wi
   const spoolDir = fs.mkdtempSync('/var/lib/pumrun-nss-');
   fs.chmodSync(spoolDir, 0o700);
   const socket = path.join(spoolDir, 'launcher.sock');
-  const launcher = await startLauncher({
-    socket, spool: spoolDir, clientUid: 0, minUid: acct.uid, maxUid: acct.uid, filterPath: '~/.user-milter', rcptPath: '', defaultPath: '', cgroup: 'none', bwrap: findBwrap(),
-  });
+  let launcher: RunningLauncher | null = null;
   process.env[LAUNCHER_SOCKET_ENV] = socket;
   try {
     const spool = path.join(spoolDir, 'msg-00112233445566778899aabb');
     fs.writeFileSync(spool, 'Return-Path: <s@x>\nSubject: t\n\nbody\n', { mode: 0o600 });
     for (const sandbox of ['setpriv', 'bwrap'] as const) {
       if (sandbox === 'bwrap' && lacksCommand(t, 'bwrap', 'bubblewrap')) continue;
+      // The launcher looks the account up by uid itself, through NSS (no --passwd-file).
+      closeLauncherConnection();
+      await launcher?.stop();
+      launcher = await startLauncher(testLauncherSettings({ socket, spool: spoolDir, clientUid: 0, minUid: acct.uid, maxUid: acct.uid, sandbox }));
       const res = await runFilter({ spoolPath: spool, user: acct, envelope: envelopeFor(acct), settings: defaultSettings({ sandbox }) });
       assert.equal(res.outcome, 'accept', res.log);
       const m = /uid=(\d+) gid=(\d+) groups=([\d,]+) cwd=(\S+)/.exec(res.log);
@@ -86,7 +88,7 @@ test('NSS: the account, its primary and supplementary groups; the filter runs wi
     }
   } finally {
     closeLauncherConnection();
-    await launcher.stop();
+    await launcher?.stop();
     fs.rmSync(spoolDir, { recursive: true, force: true });
   }
 });

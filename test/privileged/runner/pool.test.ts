@@ -33,13 +33,18 @@ describe('FilterPool', () => {
     try {
       w.install(w.users.a, 'exit-code');
       w.install(w.users.b, 'environ');
-      const jobs = [
+      // The sandbox is the launcher's argument: one launcher per mode, the pool's threads reconnect.
+      await w.launchFor({ sandbox: 'setpriv' });
+      const [r1, r4] = await Promise.all([
         pool.run(w.job(w.users.a, w.message({ 'X-Exit': '1', 'X-Text': '5.7.1 a says no' }), { sandbox: 'setpriv' })),
+        pool.run(w.job(w.users.b, w.message(), { sandbox: 'setpriv' })),
+      ]);
+      await w.launchFor({ sandbox: 'bwrap' });
+      const [r2, r3] = await Promise.all([
         pool.run(w.job(w.users.a, w.message({ 'X-Exit': '75', 'X-Text': '4.7.1 a says later' }), { sandbox: 'bwrap' })),
         pool.run(w.job(w.users.b, w.message(), { sandbox: 'bwrap' })),
-        pool.run(w.job(w.users.b, w.message(), { sandbox: 'setpriv' })),
-      ];
-      const [r1, r2, r3, r4] = await Promise.all(jobs);
+      ]);
+      await w.launchFor({});
       assert.equal(r1?.outcome, 'reject');
       assert.equal(r1?.replyText, '5.7.1 a says no');
       assert.equal(r2?.outcome, 'tempfail');

@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { launcherBinary } from '../../../src/launcher/start.js';
 import { lacksCommand, lacksRoot } from '../../support/require.js';
-import { launcherBuilt, makeWorld, type World } from './world.js';
+import { launcherBuilt, launcherPolicy, makeWorld, testLauncherSettings, type World } from './world.js';
 
 const isRoot = process.getuid?.() === 0;
 let w: World;
@@ -64,12 +64,15 @@ test('unprivileged: only programs owned by the launcher\'s own uid run; another 
   };
   const mine = w.job(me, message('msg-aaaaaaaaaaaaaaaaaaaaaaaa'), { limits: { cpuSeconds: 7, memoryBytes: 300 << 20, processes: 50, fileSizeBytes: 1 << 20, outputBytes: 65536 } });
   const theirs = w.job(other, message('msg-bbbbbbbbbbbbbbbbbbbbbbbb'));
+  const settings = testLauncherSettings({
+    socket: path.join(spool, 'launcher.sock'), spool, clientUid: me.uid, clientGid: me.gid, minUid: 61031, maxUid: 61099, bwrap: '', passwdFile: w.passwdFile,
+    ...launcherPolicy(mine.settings),
+  });
   const script = `
     import { startLauncher } from ${JSON.stringify(path.join(code, 'dist/src/launcher/start.js'))};
     import { runFilter, LAUNCHER_SOCKET_ENV } from ${JSON.stringify(path.join(code, 'dist/src/filter/run.js'))};
     const socket = ${JSON.stringify(path.join(spool, 'launcher.sock'))};
-    const l = await startLauncher({ socket, spool: ${JSON.stringify(spool)}, clientUid: ${me.uid}, minUid: 61031, maxUid: 61099,
-      filterPath: '~/.user-milter', rcptPath: '', defaultPath: '', cgroup: 'none', bwrap: '' });
+    const l = await startLauncher(${JSON.stringify(settings)});
     process.env[LAUNCHER_SOCKET_ENV] = socket;
     const out = { ready: l.ready, mine: await runFilter(${JSON.stringify(mine)}), theirs: await runFilter(${JSON.stringify(theirs)}) };
     console.log(JSON.stringify(out));

@@ -1,6 +1,7 @@
 // A throw-away world for the runner tests: test users pumrun-* with unused
-// uids 61001.. (one range per test file; passwd-file users, no system account
-// needed: the launcher takes numbers), their 0700 homes under a fresh
+// uids 61001.. (one range per test file; users of a passwd file and a group
+// file of this world, which the launcher reads with --passwd-file: no system
+// account needed), their 0700 homes under a fresh
 // root-owned base directory (not under /tmp: a world-writable directory on
 // the path makes every filter unsafe), a 0700 root spool directory with
 // messages, a native launcher serving this test process (root), and cleanup
@@ -10,8 +11,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { EnvelopeFacts, FilterJob, FilterSettings } from '../../../src/filter/job.js';
-import { closeLauncherConnection, LAUNCHER_SOCKET_ENV } from '../../../src/filter/run.js';
+import type { EnvelopeFacts, FilterJob, FilterResult, FilterSettings } from '../../../src/filter/job.js';
+import { closeLauncherConnection, LAUNCHER_SOCKET_ENV, runFilter } from '../../../src/filter/run.js';
 import { findBwrap, launcherBinary, startLauncher, type LauncherSettings, type RunningLauncher } from '../../../src/launcher/start.js';
 import type { UserAccount } from '../../../src/users/user.js';
 
@@ -30,6 +31,12 @@ export interface World {
   processesOf(uid: number, withZombies?: boolean): string[];
   /** (Re)starts this world's launcher with these settings over the defaults; runFilter then uses it. */
   launch(over?: Partial<LauncherSettings>): Promise<RunningLauncher>;
+  /** The launcher for jobs with these filter settings (sandbox, timeout, limits are its arguments): restarted only when they differ. */
+  launchFor(settings?: Partial<FilterSettings>, over?: Partial<LauncherSettings>): Promise<RunningLauncher>;
+  /** runFilter(job), with the launcher restarted first when the job's sandbox, timeout or limits are not its arguments. */
+  run(job: FilterJob): Promise<FilterResult>;
+  /** The passwd file the launcher reads (its group file beside it). */
+  passwdFile: string;
   /** Launcher diagnostics seen so far. */
   launcherLog: string[];
   cleanup(): Promise<void>;
@@ -50,6 +57,23 @@ export function defaultSettings(over: Partial<FilterSettings> = {}): FilterSetti
     limits: { cpuSeconds: 10, memoryBytes: 512 * 1024 * 1024, processes: 64, fileSizeBytes: 10 * 1024 * 1024, outputBytes: 65536 },
     exitCodes: { reject: [1], tempfail: [75] },
     ...over,
+  };
+}
+
+/** The launcher's arguments for jobs with these filter settings. */
+export function launcherPolicy(settings: FilterSettings): Pick<LauncherSettings, 'sandbox' | 'timeoutMs' | 'rcptTimeoutMs' | 'cpu' | 'as' | 'nproc' | 'fsize' | 'output' | 'memory' | 'pids'> {
+  const l = settings.limits;
+  return {
+    sandbox: settings.sandbox === 'bwrap' ? 'bwrap' : 'setpriv', timeoutMs: settings.timeout, rcptTimeoutMs: settings.timeout,
+    cpu: l.cpuSeconds, as: l.memoryBytes, nproc: l.processes, fsize: l.fileSizeBytes, output: l.outputBytes, memory: l.memoryBytes, pids: l.processes,
+  };
+}
+
+/** A whole launcher configuration for tests: these over the defaults. */
+export function testLauncherSettings(over: Partial<LauncherSettings> & Pick<LauncherSettings, 'socket' | 'spool' | 'clientUid' | 'minUid' | 'maxUid'>): LauncherSettings {
+  return {
+    clientGid: 0, filterPath: '~/.user-milter', rcptPath: '', defaultPath: '', cgroup: 'none', bwrap: findBwrap(), passwdFile: '',
+    ...launcherPolicy(defaultSettings()), ...over,
   };
 }
 
@@ -109,7 +133,15 @@ export function makeWorld(tag: string, uidBase: number): World {
   }
   const spoolDir = path.join(base, 'spool');
   fs.mkdirSync(spoolDir, { mode: 0o700 });
+  // The accounts, for the launcher (by uid) as for Node's resolver (by name).
+  fs.mkdirSync(path.join(base, 'etc'), { mode: 0o755 });
+  const passwdFile = path.join(base, 'etc', 'passwd');
+  fs.writeFileSync(passwdFile, Object.values(users).map((u) => `${u.name}:x:${u.uid}:${u.gid}::${u.home}:${u.shell}\n`).join(''), { mode: 0o644 });
+  fs.writeFileSync(path.join(base, 'etc', 'group'), Object.values(users).map((u) => `${u.name}:x:${u.gid}:\n`).join('') +
+    `pumrun-supp:x:${SUPP_GID}:${users.a.name}\n`, { mode: 0o644 });
   let launcher: RunningLauncher | null = null;
+  let current = '';
+  let currentOver: Partial<LauncherSettings> = {};
   const launcherLog: string[] = [];
 
   const world: World = {
@@ -118,13 +150,25 @@ export function makeWorld(tag: string, uidBase: number): World {
       closeLauncherConnection();
       if (launcher) await launcher.stop();
       const socket = path.join(spoolDir, 'launcher.sock');
-      const settings: LauncherSettings = {
-        socket, spool: spoolDir, clientUid: 0, minUid: uidBase, maxUid: uidBase + 99, filterPath: '~/.user-milter',
-        rcptPath: '', defaultPath: '', cgroup: 'none', bwrap: findBwrap(), ...over,
-      };
+      const settings = testLauncherSettings({ socket, spool: spoolDir, clientUid: 0, minUid: uidBase, maxUid: uidBase + 99, passwdFile, ...over });
       launcher = await startLauncher(settings, { onStderr: (line) => launcherLog.push(line) });
+      current = JSON.stringify(settings);
+      currentOver = over;
       process.env[LAUNCHER_SOCKET_ENV] = socket;
       return launcher;
+    },
+    async launchFor(settings = {}, over = {}) {
+      // The last launch's own choices (a filterPath, a cgroup) stay; the policy follows the job.
+      const want = { ...currentOver, ...launcherPolicy(defaultSettings(settings)), ...over };
+      const socket = path.join(spoolDir, 'launcher.sock');
+      const full = testLauncherSettings({ socket, spool: spoolDir, clientUid: 0, minUid: uidBase, maxUid: uidBase + 99, passwdFile, ...want });
+      if (launcher && JSON.stringify(full) === current) return launcher;
+      return world.launch(want);
+    },
+    passwdFile,
+    async run(job) {
+      await world.launchFor(job.settings);
+      return runFilter(job);
     },
     base,
     spoolDir,

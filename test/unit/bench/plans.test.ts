@@ -11,6 +11,8 @@ const ids = (options: { smoke: boolean; peer: boolean }, only: RegExp | null): s
 describe('bench plans', () => {
   it('a full run: every layer and system, in order', () => {
     assert.deepEqual(ids({ smoke: false, peer: true }, null), [
+      'spawn/fork-exec/4k/trivial',
+      'spawn/fork-exec-c8/4k/trivial',
       'spawn/setpriv/4k/trivial',
       'spawn/setpriv-c8/4k/trivial',
       'spawn/bwrap/4k/trivial',
@@ -67,6 +69,6 @@ describe('bench plans', () => {
       'smtp/null-c/r1/4k/pass',
     ]);
     const pum = ids({ smoke: false, peer: true }, /^(milter|smtp)\/pum-/);
-    assert.ok(pum.includes('spawn/setpriv/4k/trivial') && pum.includes('smtp/mimedefang/r3/4k/trivial'), 'the spawn loops and the peer go with per-user-milter');
+    assert.ok(pum.includes('spawn/fork-exec-c8/4k/trivial') && pum.includes('spawn/setpriv/4k/trivial') && pum.includes('smtp/mimedefang/r3/4k/trivial'), 'the spawn loops and the peer go with per-user-milter');
   });
 });

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { lacksServiceAccount, SERVICE_ACCOUNT } from '../../support/require.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
 const MAIN = path.join(ROOT, 'dist/src/main.js');
@@ -123,9 +124,8 @@ test('check-config on the built-in defaults says where the spool would be', () =
 /** Starts serve on an ephemeral port, waits for "spool ready", stops it with SIGTERM; returns the spool directory it used. */
 async function serveOnce(env: NodeJS.ProcessEnv, whileRunning: (spoolDir: string) => void): Promise<{ code: number | null; out: string; spoolDir: string }> {
   const { spawn } = await import('node:child_process');
-  // As root, serve drops to milter.user after starting the launcher: `nobody` here.
-  const asRoot = process.getuid?.() === 0 ? ['--milter.user', 'nobody'] : [];
-  const child = spawn(process.execPath, [MAIN, 'serve', '--milter.listen', 'inet:0@127.0.0.1', '--metrics.listen', '', '--pool.threads', '1', ...asRoot], {
+  // As root, serve drops to milter.user (its default, per-user-milter) after starting the launcher.
+  const child = spawn(process.execPath, [MAIN, 'serve', '--milter.listen', 'inet:0@127.0.0.1', '--metrics.listen', '', '--pool.threads', '1', ], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -150,12 +150,13 @@ async function serveOnce(env: NodeJS.ProcessEnv, whileRunning: (spoolDir: string
   return { code: await exited, out, spoolDir };
 }
 
-test('spool.dir empty: a private mkdtemp directory, 0700 and ours, removed at exit; under systemd $RUNTIME_DIRECTORY/spool', async () => {
+test('spool.dir empty: a private mkdtemp directory, 0700 and ours, removed at exit; under systemd $RUNTIME_DIRECTORY/spool', async (t) => {
+  if (process.getuid?.() === 0 && lacksServiceAccount(t)) return;
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pum-spool-'));
   // Like the real /tmp (the milter may run as another account than ours).
   fs.chmodSync(tmp, 0o1777);
-  // Started as root, the directory is handed to milter.user (nobody).
-  const owner = process.getuid?.() === 0 ? Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' })) : process.getuid?.();
+  // Started as root, the directory is handed to milter.user (per-user-milter).
+  const owner = process.getuid?.() === 0 ? Number(execFileSync('id', ['-u', SERVICE_ACCOUNT], { encoding: 'utf8' })) : process.getuid?.();
   try {
     // Somebody else's directory at the old fixed name changes nothing.
     fs.mkdirSync(path.join(tmp, 'per-user-milter'), { mode: 0o777 });

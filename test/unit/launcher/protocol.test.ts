@@ -4,8 +4,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decodeAnswer, encodeRun, encodeStat, frame, FrameSplitter, MSG, TAG } from '../../../src/launcher/protocol.js';
 import { launcherArgs, parseReady } from '../../../src/launcher/start.js';
+import { envelopeEnvironment, FILTER_ENV_NAMES } from '../../../src/filter/environment.js';
 
-const subject = { program: 'filter' as const, user: 'alice', uid: 1001, gid: 1001, groups: [1001, 27, 1001], home: '/home/alice' };
+const subject = { program: 'filter' as const, user: 'alice', uid: 1001 };
 
 function fields(buf: Buffer): Array<[number, string]> {
   const out: Array<[number, string]> = [];
@@ -18,16 +19,24 @@ function fields(buf: Buffer): Array<[number, string]> {
   return out;
 }
 
-test('STAT and RUN: numbers in decimal, groups deduplicated, env repeated, spool only when given', () => {
+test('STAT and RUN name only a uid (and the name to cross-check), the program kind, the spool file and the envelope', () => {
   const stat = encodeStat(7, subject);
   assert.equal(stat.readUInt8(4), MSG.STAT);
-  assert.deepEqual(fields(stat), [[TAG.id, '7'], [TAG.program, 'filter'], [TAG.user, 'alice'], [TAG.uid, '1001'], [TAG.gid, '1001'], [TAG.groups, '1001,27'], [TAG.home, '/home/alice']]);
-  const run = encodeRun(8, { ...subject, sandbox: 'setpriv', spool: 'msg-0123456789abcdef01234567', env: ['HOME=/home/alice', 'USER=alice'], timeoutMs: 1, cpu: 2, as: 3, nproc: 4, fsize: 5, output: 6, memory: 7, pids: 8 });
+  assert.deepEqual(fields(stat), [[TAG.id, '7'], [TAG.program, 'filter'], [TAG.user, 'alice'], [TAG.uid, '1001']]);
+  const run = encodeRun(8, { ...subject, spool: 'msg-0123456789abcdef01234567', env: ['SENDER=a@b', 'LOCAL=alice'] });
   const f = fields(run);
-  assert.deepEqual(f.filter(([t]) => t === TAG.env).map(([, v]) => v), ['HOME=/home/alice', 'USER=alice']);
+  assert.deepEqual(f.filter(([t]) => t === TAG.env).map(([, v]) => v), ['SENDER=a@b', 'LOCAL=alice']);
   assert.deepEqual(f.find(([t]) => t === TAG.spool), [TAG.spool, 'msg-0123456789abcdef01234567']);
-  const rcpt = encodeRun(9, { ...subject, program: 'rcpt', sandbox: 'bwrap', env: [], timeoutMs: 1, cpu: 2, as: 3, nproc: 4, fsize: 5, output: 6, memory: 7, pids: 8 });
+  assert.deepEqual(f.map(([t]) => t), [TAG.id, TAG.program, TAG.user, TAG.uid, TAG.spool, TAG.env, TAG.env]);
+  const rcpt = encodeRun(9, { ...subject, program: 'rcpt', env: [] });
   assert.equal(fields(rcpt).some(([t]) => t === TAG.spool), false);
+});
+
+test('the environment a client sends: the 12 envelope names, never HOME, USER, LOGNAME, SHELL or PATH', () => {
+  const env = envelopeEnvironment({ SENDER: 'a@b', RECIPIENT: 'c@d', LOCAL: 'c', EXTENSION: '', DOMAIN: 'd', CLIENT_ADDRESS: '1', CLIENT_HOSTNAME: 'h', CLIENT_HELO: 'h\x07', CLIENT_PROTOCOL: 'ESMTP', QUEUE_ID: 'Q', SASL_METHOD: '', SASL_USERNAME: '' });
+  assert.equal(env.length, 12);
+  assert.deepEqual(env.map((kv) => kv.split('=')[0]), FILTER_ENV_NAMES.slice(5));
+  assert.ok(env.includes('CLIENT_HELO=h'), 'control characters removed');
 });
 
 test('answers decode strictly; the splitter reassembles frames cut anywhere', () => {
@@ -62,6 +71,15 @@ test('the ready line and the command line', () => {
   assert.deepEqual(parseReady('ready proc=visible cgroup=none privileged=no'), { procHidden: false, cgroup: null, privileged: false });
   assert.equal(parseReady('ready'), null);
   assert.equal(parseReady('ready proc=hidden cgroup=none privileged=yes extra'), null);
-  const args = launcherArgs({ socket: '/s/l.sock', spool: '/s', clientUid: 110, minUid: 1000, maxUid: 60000, filterPath: '~/.user-milter', rcptPath: '', defaultPath: '/usr/local/lib/f', cgroup: 'auto', bwrap: '' });
-  assert.deepEqual(args, ['--socket', '/s/l.sock', '--spool', '/s', '--client-uid', '110', '--min-uid', '1000', '--max-uid', '60000', '--filter-path', '~/.user-milter', '--cgroup', 'auto', '--default-path', '/usr/local/lib/f']);
+  const args = launcherArgs({
+    socket: '/s/l.sock', spool: '/s', clientUid: 110, clientGid: 111, minUid: 1000, maxUid: 60000, filterPath: '~/.user-milter', rcptPath: '',
+    defaultPath: '/usr/local/lib/f', cgroup: 'auto', bwrap: '', sandbox: 'setpriv', passwdFile: '/etc/pum/passwd', timeoutMs: 30000, rcptTimeoutMs: 5000,
+    cpu: 10, as: 2, nproc: 3, fsize: 4, output: 5, memory: 6, pids: 7,
+  });
+  assert.deepEqual(args, [
+    '--socket', '/s/l.sock', '--spool', '/s', '--client-uid', '110', '--client-gid', '111', '--min-uid', '1000', '--max-uid', '60000',
+    '--filter-path', '~/.user-milter', '--cgroup', 'auto', '--sandbox', 'setpriv', '--timeout-ms', '30000', '--rcpt-timeout-ms', '5000',
+    '--cpu', '10', '--as', '2', '--nproc', '3', '--fsize', '4', '--output', '5', '--memory', '6', '--pids', '7',
+    '--passwd-file', '/etc/pum/passwd', '--default-path', '/usr/local/lib/f',
+  ]);
 });
