@@ -23,6 +23,7 @@ import {
   type Postfix,
   type TestUsers,
 } from '../../test/mta/harness/index.js';
+import { SERVICE_ACCOUNT } from '../../test/support/require.js';
 import { expectedFinal, Mix, NO_FILTER_USER, renderMessage, soakFilterScript, SOAK_USERS, type MixOptions, type Plan } from './mix.js';
 import { SmtpConnection, type Attempt } from './smtp-client.js';
 
@@ -55,11 +56,11 @@ export class SoakRig {
 
   async start(): Promise<void> {
     this.dir = mkdtempSync('/var/lib/pumtest-soak-');
-    // the milter drops to nobody, which must reach its socket and spool
+    // the milter drops to its service account, which must reach its socket and spool
     const { chmodSync, chownSync } = await import('node:fs');
     chmodSync(this.dir, 0o755);
-    const nobody = nobodyIds();
-    chownSync(this.dir, nobody.uid, nobody.gid);
+    const svc = serviceIds();
+    chownSync(this.dir, svc.uid, svc.gid);
     this.listen = `unix:${this.dir}/milter.sock`;
     const spoolParent = this.o.spoolParent ?? this.dir;
     this.spoolDir = path.join(spoolParent, 'spool');
@@ -173,10 +174,12 @@ export function processesOfUids(uids: ReadonlySet<number>): number[] {
   return out;
 }
 
-function nobodyIds(): { uid: number; gid: number } {
-  const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('nobody:'));
+/** The account serve drops to (milter.user's default), as the harness starts it. */
+export function serviceIds(): { uid: number; gid: number } {
+  const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${SERVICE_ACCOUNT}:`));
   const f = line?.split(':') ?? [];
-  return { uid: Number(f[2] ?? 65534), gid: Number(f[3] ?? 65534) };
+  if (f.length < 4) throw new Error(`no ${SERVICE_ACCOUNT} account (.ci/run creates it)`);
+  return { uid: Number(f[2]), gid: Number(f[3]) };
 }
 
 /** A counter's value summed over its series matching `labels` (e.g. 'reason="lookup"'); 0 if absent. */

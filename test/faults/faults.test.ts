@@ -11,7 +11,7 @@ import { chmodSync, chownSync, copyFileSync, mkdirSync, rmSync, writeFileSync } 
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { MailboxCounter, metricValue, milterParts, runTraffic, SoakRig, spoolFiles } from '../../bench/soak/engine.js';
+import { MailboxCounter, metricValue, serviceIds, milterParts, runTraffic, SoakRig, spoolFiles } from '../../bench/soak/engine.js';
 import { auxPort, canConnect, sleep, waitFor } from '../mta/harness/util.js';
 import { lacksCommand } from '../support/require.js';
 import { assertExact, AttemptLog, cannotRun, deferralTexts, quietlyRunnable, Supervisor, userProcessesAfter } from './support.js';
@@ -127,8 +127,8 @@ describe('faults under traffic', () => {
         // already gone
       }
     });
-    const nobody = Number(execFileSync('id', ['-u', 'nobody'], { encoding: 'utf8' }));
-    chownSync(mnt, nobody, nobody);
+    const svc = serviceIds();
+    chownSync(mnt, svc.uid, svc.gid);
     const spool = path.join(mnt, 'spool');
     await fresh({ 'spool.dir': spool });
     const filler = path.join(mnt, 'filler');
