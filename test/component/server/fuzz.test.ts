@@ -103,7 +103,11 @@ describe('fuzzing a live server', () => {
           await waitFor(() => server.socketCount === 0, 'connection count back to 0', 3000);
         },
       ),
-      { numRuns: Number(process.env['PUM_FUZZ_RUNS'] ?? 150) },
+      // CI keeps 150 runs; the soak mode (npm run soak:fuzz) runs 100,000, seeded so that a failure can be replayed
+      {
+        numRuns: Number(process.env['PUM_FUZZ_RUNS'] ?? 150),
+        ...(process.env['PUM_FUZZ_SEED'] ? { seed: Number(process.env['PUM_FUZZ_SEED']) } : {}),
+      },
     );
     await new Promise((r) => setImmediate(r));
     assert.deepEqual(unhandled, [], 'no unhandled rejection or exception');

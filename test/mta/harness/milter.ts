@@ -21,6 +21,8 @@ export interface MilterOptions {
   startTimeoutMs?: number;
   /** --config FILE; without it serve reads /etc/per-user-milter/config.json when that exists. */
   configFile?: string;
+  /** A program that execs the milter in place (same pid), e.g. ['unshare', '-m', '--propagation', 'private', '--'] for a private mount namespace. */
+  wrap?: readonly string[];
 }
 
 export interface Milter {
@@ -84,7 +86,8 @@ export async function startMilter(o: MilterOptions): Promise<Milter> {
   const args = [MILTER_MAIN, 'serve', ...(o.configFile ? ['--config', o.configFile] : [])];
   for (const [k, v] of Object.entries(config)) args.push(`--${k}`, String(v));
   const fd = openSync(logFile, 'a');
-  const child: ChildProcess = spawn(process.execPath, args, {
+  const [command, ...argv] = [...(o.wrap ?? []), process.execPath, ...args];
+  const child: ChildProcess = spawn(command!, argv, {
     stdio: ['ignore', fd, fd],
     env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...o.env },
     cwd: repoRoot,
