@@ -792,12 +792,13 @@ static void finish(struct run *r)
 		;
 	else if (r->have_rec && !chosen)
 		answer_record(c, r);
-	else if (r->type == MSG_STAT || r->stagedlen > 0 || (!chosen && !r->timed_out))
-		/* A child that died before its verdict (a crash), or a check that
-		 * did not end in time: ours. A RUN stuck before its verdict (a
-		 * user's blocking file system) times out like any run, below. */
+	else if (r->type == MSG_STAT || r->stagedlen > 0 || !chosen)
+		/* A child that died before its verdict (a crash), or one still in
+		 * our set-up at the deadline (a hanging account lookup, a check
+		 * on a blocking file system): ours, FAILED, never the user's
+		 * timeout (which the user's onError could turn into accept). */
 		answer_failed(c, 1, r->id, r->timed_out ? "timeout" : "child", r->timed_out ? ETIMEDOUT : 0,
-			      r->timed_out ? "the check did not end in time" : "the child ended without an answer");
+			      r->timed_out ? "the set-up did not end in time" : "the child ended without an answer");
 	else if (opt.sandbox == SB_BWRAP && !r->timed_out && !strstr(r->bwstat, "\"exit-code\"")) {
 		/* bwrap ended without its command having run: bwrap's failure, ours. */
 		char text[256];

@@ -276,6 +276,25 @@ describe('after the security review', () => {
     assert.match(e.log, new RegExp(`PATH=/usr/local/bin:/usr/bin:/bin HOME=${a.home} USER=${a.name} LOGNAME=${a.name} SHELL=/bin/sh`));
   });
 
+  test('a RUN still in our set-up at its deadline (an account lookup that hangs) is FAILED stage timeout, never the user\'s timeout (review N3)', { timeout: 30_000 }, async (t) => {
+    if (needs(t)) return;
+    await w.launch({ timeoutMs: 1000 });
+    const u = w.users.b;
+    w.install(u, 'trivial');
+    // The passwd file becomes a FIFO nobody writes: the child's lookup blocks in open().
+    const saved = `${w.passwdFile}.saved`;
+    fs.renameSync(w.passwdFile, saved);
+    execFileSync('mkfifo', ['-m', '0644', w.passwdFile]);
+    try {
+      await assert.rejects(w.run(w.job(u, w.message())), (err: unknown) => (err as { code?: string }).code === 'PUM_ERR_LAUNCHER' && /launcher: timeout: /.test((err as Error).message));
+    } finally {
+      fs.rmSync(w.passwdFile, { force: true });
+      fs.renameSync(saved, w.passwdFile);
+    }
+    assert.equal((await w.run(w.job(u, w.message()))).outcome, 'accept');
+    await w.launch();
+  });
+
   test('least privilege: the launcher keeps exactly CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL, in every set and the bounding set', async (t) => {
     if (needs(t)) return;
     const l = await w.launch();
