@@ -278,15 +278,15 @@ describe('after the security review', () => {
 
   test('a RUN still in our set-up at its deadline (an account lookup that hangs) is FAILED stage timeout, never the user\'s timeout (review N3)', { timeout: 30_000 }, async (t) => {
     if (needs(t)) return;
-    await w.launch({ timeoutMs: 1000 });
     const u = w.users.b;
     w.install(u, 'trivial');
+    await w.launchFor({ timeout: 1000 });
     // The passwd file becomes a FIFO nobody writes: the child's lookup blocks in open().
     const saved = `${w.passwdFile}.saved`;
     fs.renameSync(w.passwdFile, saved);
     execFileSync('mkfifo', ['-m', '0644', w.passwdFile]);
     try {
-      await assert.rejects(w.run(w.job(u, w.message())), (err: unknown) => (err as { code?: string }).code === 'PUM_ERR_LAUNCHER' && /launcher: timeout: /.test((err as Error).message));
+      await assert.rejects(w.run(w.job(u, w.message(), { timeout: 1000 })), (err: unknown) => (err as { code?: string }).code === 'PUM_ERR_LAUNCHER' && /launcher: timeout: /.test((err as Error).message));
     } finally {
       fs.rmSync(w.passwdFile, { force: true });
       fs.renameSync(saved, w.passwdFile);
