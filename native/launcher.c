@@ -1127,9 +1127,82 @@ static int next_timeout(int64_t now)
 	return next <= now ? 0 : next - now > 60000 ? 60000 : (int)(next - now);
 }
 
+/* --passwd-file and the `group` file beside it decide every uid's gid and
+ * groups: whoever can write either, or a directory above them, can grant
+ * any group. Each must be root's and writable by root alone, with no
+ * symbolic link (a sticky /tmp is not enough: its owner-only deletion does
+ * not stop a user creating the file first). A missing group file is
+ * allowed (the primary group only); its directory is checked with the
+ * passwd file's. Returns NULL or what is wrong with `bad`. */
+static const char *untrusted_account_file(const char *file, char bad[PATH_MAX])
+{
+	char p[PATH_MAX];
+	struct stat st;
+
+	snprintf(p, sizeof p, "%s", file);
+	for (;;) {
+		if (lstat(p, &st)) {
+			if (errno == ENOENT && !strcmp(p, file) && strcmp(file, opt.passwd_file))
+				goto up;   /* no group file */
+			snprintf(bad, PATH_MAX, "%s", p);
+			return strerror(errno);
+		}
+		snprintf(bad, PATH_MAX, "%s", p);
+		if (S_ISLNK(st.st_mode))
+			return "a symbolic link";
+		if (st.st_uid != 0)
+			return "not owned by root";
+		if (st.st_mode & (S_IWGRP | S_IWOTH))
+			return "writable by group or others";
+up:
+		if (!strcmp(p, "/"))
+			return NULL;
+		char *slash = strrchr(p, '/');
+		if (slash == p)
+			slash[1] = 0;
+		else
+			*slash = 0;
+	}
+}
+
+static void check_account_files(void)
+{
+	char group[PATH_MAX], bad[PATH_MAX];
+	const char *why, *slash = strrchr(opt.passwd_file, '/');
+
+	snprintf(group, sizeof group, "%.*sgroup", (int)(slash - opt.passwd_file + 1), opt.passwd_file);
+	if ((why = untrusted_account_file(opt.passwd_file, bad)) || (why = untrusted_account_file(group, bad))) {
+		say("refusing --passwd-file %s: %s is %s (it and the group file beside it, and every directory above, must be root's and writable by root alone)",
+		    opt.passwd_file, bad, why);
+		exit(1);
+	}
+}
+
+/* The child uses libc (stdio, malloc, NSS) after a raw clone3, which is
+ * safe only in a copy of a single-threaded process: see native/README.md. */
+static void check_single_threaded(void)
+{
+	char line[256];
+	int threads = -1;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, "Threads:", 8))
+			threads = atoi(line + 8);
+	if (f)
+		fclose(f);
+	if (threads != 1) {
+		say("expected exactly one thread, /proc/self/status says %d: refusing to start", threads);
+		exit(1);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	parse_args(argc, argv);
+	check_single_threaded();
+	if (g_privileged && opt.passwd_file)
+		check_account_files();
 	setup();
 	for (;;) {
 		size_t cap = 3, n = 0;

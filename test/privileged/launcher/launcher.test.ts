@@ -295,6 +295,26 @@ describe('after the security review', () => {
     await w.launch();
   });
 
+  test('the passwd and group files must be root\'s and writable by root alone, and so every directory above: else the launcher refuses to start (review N1)', async (t) => {
+    if (needs(t)) return;
+    const group = path.join(path.dirname(w.passwdFile), 'group');
+    try {
+      fs.chmodSync(group, 0o666);
+      await assert.rejects(w.launch(), /refusing --passwd-file .*\/group is writable by group or others/);
+      fs.chmodSync(group, 0o644);
+      fs.chmodSync(path.dirname(w.passwdFile), 0o1777);
+      await assert.rejects(w.launch(), /refusing --passwd-file .*\/etc is writable by group or others/);
+      fs.chmodSync(path.dirname(w.passwdFile), 0o755);
+      fs.chownSync(w.passwdFile, w.users.b.uid, 0);
+      await assert.rejects(w.launch(), /refusing --passwd-file .*\/passwd is not owned by root/);
+    } finally {
+      fs.chmodSync(group, 0o644);
+      fs.chmodSync(path.dirname(w.passwdFile), 0o755);
+      fs.chownSync(w.passwdFile, 0, 0);
+    }
+    await w.launch();
+  });
+
   test('least privilege: the launcher keeps exactly CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL, in every set and the bounding set', async (t) => {
     if (needs(t)) return;
     const l = await w.launch();
