@@ -139,3 +139,33 @@ int lookup_account(uid_t uid, struct account *a)
 		strcpy(a->shell, "/bin/sh");
 	return 0;
 }
+
+int uid_of_name(const char *name, uid_t *uid)
+{
+	if (!opt.passwd_file) {
+		static char buf[65536];
+		struct passwd pw, *res = NULL;
+		int err = getpwnam_r(name, &pw, buf, sizeof buf, &res);
+		if (err || !res) {
+			errno = err ? err : ENOENT;
+			return -1;
+		}
+		*uid = pw.pw_uid;
+		return 0;
+	}
+	char line[8192], *f[7];
+	uint64_t u;
+	FILE *pw = fopen(opt.passwd_file, "re");
+
+	if (!pw)
+		return -1;
+	while (fgets(line, sizeof line, pw))
+		if (!fields(line, f, 7) && !strcmp(f[0], name) && !parse_u64(f[2], UINT32_MAX - 1, &u)) {
+			fclose(pw);
+			*uid = (uid_t)u;
+			return 0;
+		}
+	fclose(pw);
+	errno = ENOENT;
+	return -1;
+}

@@ -299,8 +299,12 @@ _Noreturn void child_main(const struct request *rq, const struct child_fds *f, p
 
 	if (lookup_account(rq->uid, &a))
 		setup_failed("lookup", errno);
-	if (strcmp(a.name, rq->user))
-		setup_failed("user", EINVAL);   /* the client's name for the uid is not the account's */
+	/* The uid is authoritative (USER, LOGNAME and %u are the account's own
+	 * name). The client's name may be another name of the same uid; one
+	 * that names a different uid, or nobody, is a confusion: FAILED. */
+	uid_t named;
+	if (strcmp(a.name, rq->user) && (uid_of_name(rq->user, &named) || named != a.uid))
+		setup_failed("user", EINVAL);
 	int root_group = a.gid == 0;
 	for (int i = 0; i < a.ngroups; i++)
 		root_group |= a.groups[i] == 0;

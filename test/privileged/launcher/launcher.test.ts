@@ -315,6 +315,29 @@ describe('after the security review', () => {
     await w.launch();
   });
 
+  test('the uid is authoritative: another name of the same uid (one with \'@\', as sssd gives) is accepted and the filter sees the account\'s own name; a name of another uid is still FAILED (review N4)', async (t) => {
+    if (needs(t)) return;
+    await w.launch();
+    const a = w.users.a;
+    const saved = fs.readFileSync(w.passwdFile, 'utf8');
+    try {
+      fs.appendFileSync(w.passwdFile, `pumrun-alias:x:${a.uid}:${a.gid}::${a.home}:/bin/sh\npumrun-a@example.org:x:${a.uid}:${a.gid}::${a.home}:/bin/sh\n`);
+      w.install(a, 'trivial');
+      for (const name of ['pumrun-alias', 'pumrun-a@example.org']) {
+        const st = await statWith({ program: 'filter', user: name, uid: a.uid });
+        assert.equal(st.what, 'own', `${name}: ${JSON.stringify(st)}`);
+      }
+      fs.writeFileSync(w.install(a, 'trivial'), '#!/bin/sh\ncat >/dev/null\necho "USER=$USER LOGNAME=$LOGNAME"\n');
+      const r = await w.run(w.job({ ...a, name: 'pumrun-alias' }, w.message()));
+      assert.equal(r.outcome, 'accept', r.log);
+      assert.match(r.log, new RegExp(`USER=${a.name} LOGNAME=${a.name}`));
+      await assert.rejects(statWith({ program: 'filter', user: w.users.b.name, uid: a.uid }), /launcher: user: /);
+      await assert.rejects(statWith({ program: 'filter', user: 'pumrun-nobody-at-all', uid: a.uid }), /launcher: user: /);
+    } finally {
+      fs.writeFileSync(w.passwdFile, saved);
+    }
+  });
+
   test('least privilege: the launcher keeps exactly CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL, in every set and the bounding set', async (t) => {
     if (needs(t)) return;
     const l = await w.launch();
