@@ -7,7 +7,8 @@
  * --passwd-file, that passwd(5) file and the `group` file beside it. A line
  * that does not parse is skipped; of two lines with the uid, the first wins
  * (as users.passwdFile in Node). A lookup that blocks (a slow directory) holds
- * up only this child, which the run's deadline kills. */
+ * up only this child, which the run's deadline kills. A home that is not
+ * absolute or has a ".." component makes the lookup fail (EINVAL). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
@@ -137,6 +138,18 @@ int lookup_account(uid_t uid, struct account *a)
 		return -1;
 	if (!a->shell[0])
 		strcpy(a->shell, "/bin/sh");
+	/* The home is chdir'd to, bound by bwrap and given as HOME: an
+	 * absolute path with no ".." component, or no account. */
+	const char *h = a->home;
+	if (h[0] != '/') {
+		errno = EINVAL;
+		return -1;
+	}
+	for (const char *c = h; c; c = strchr(c + 1, '/'))
+		if (!strncmp(c, "/..", 3) && (c[3] == '/' || !c[3])) {
+			errno = EINVAL;
+			return -1;
+		}
 	return 0;
 }
 

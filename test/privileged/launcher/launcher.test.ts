@@ -338,6 +338,26 @@ describe('after the security review', () => {
     }
   });
 
+  test('an account whose home is relative or has a ".." component is FAILED at the lookup, never chdir\'d to (review N10)', async (t) => {
+    if (needs(t)) return;
+    await w.launch();
+    const b = w.users.b;
+    w.install(b, 'trivial');
+    const saved = fs.readFileSync(w.passwdFile, 'utf8');
+    try {
+      for (const home of [`${b.home}/../pumrun-a`, 'relative/home', '/..']) {
+        fs.writeFileSync(w.passwdFile, saved.replace(`:${b.home}:`, `:${home}:`));
+        await assert.rejects(statWith({ program: 'filter', user: b.name, uid: b.uid }), /launcher: lookup: .*EINVAL/, home);
+      }
+      fs.writeFileSync(w.passwdFile, saved.replace(`:${b.home}:`, `:${b.home}/..x:`));
+      // A component that only starts with ".." is a name: the lookup passes (the program is then simply not there).
+      await statWith({ program: 'filter', user: b.name, uid: b.uid }).then(() => undefined, (e: Error) => assert.doesNotMatch(e.message, /lookup/));
+    } finally {
+      fs.writeFileSync(w.passwdFile, saved);
+    }
+    assert.equal((await statWith({ program: 'filter', user: b.name, uid: b.uid })).what, 'own');
+  });
+
   test('least privilege: the launcher keeps exactly CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL, in every set and the bounding set', async (t) => {
     if (needs(t)) return;
     const l = await w.launch();
