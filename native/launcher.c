@@ -648,8 +648,10 @@ static int cg_populated(struct run *r)
 
 /* Every process of the run: the leader through its pidfd, its process group
  * while the leader is not reaped (the zombie keeps the pgid reserved: no
- * other group can have it), and its cgroup. Never a pid that may have been
- * reused: after the reap only the cgroup is signalled. */
+ * other group can have it), and its cgroup. SIGKILL goes through
+ * cgroup.kill; SIGTERM goes to the pids read from cgroup.procs, the one
+ * step where a process that exits between the read and the kill could have
+ * its pid reused (a narrow race, and only SIGTERM). */
 static void kill_run(struct run *r, int sig)
 {
 	if (r->pidfd >= 0) {

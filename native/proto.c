@@ -1,4 +1,5 @@
-/* Runs in: the launcher (pure: no I/O, no global state).
+/* Runs in: the launcher (no global state; its only I/O is buf_put's
+ * out-of-memory line to stderr before exit(1), see there).
  *
  * The request parser and the answer encoder. A frame is
  *   u32 BE length of the rest | u8 type | fields
