@@ -7,7 +7,8 @@
  * --passwd-file, that passwd(5) file and the `group` file beside it. A line
  * that does not parse is skipped; of two lines with the uid, the first wins
  * (as users.passwdFile in Node). A lookup that blocks (a slow directory) holds
- * up only this child, which the run's deadline kills. */
+ * up only this child, which the run's deadline kills. A home that is not
+ * absolute or has a ".." component makes the lookup fail (EINVAL). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
@@ -137,5 +138,47 @@ int lookup_account(uid_t uid, struct account *a)
 		return -1;
 	if (!a->shell[0])
 		strcpy(a->shell, "/bin/sh");
+	/* The home is chdir'd to, bound by bwrap and given as HOME: an
+	 * absolute path with no ".." component, or no account. */
+	const char *h = a->home;
+	if (h[0] != '/') {
+		errno = EINVAL;
+		return -1;
+	}
+	for (const char *c = h; c; c = strchr(c + 1, '/'))
+		if (!strncmp(c, "/..", 3) && (c[3] == '/' || !c[3])) {
+			errno = EINVAL;
+			return -1;
+		}
 	return 0;
+}
+
+int uid_of_name(const char *name, uid_t *uid)
+{
+	if (!opt.passwd_file) {
+		static char buf[65536];
+		struct passwd pw, *res = NULL;
+		int err = getpwnam_r(name, &pw, buf, sizeof buf, &res);
+		if (err || !res) {
+			errno = err ? err : ENOENT;
+			return -1;
+		}
+		*uid = pw.pw_uid;
+		return 0;
+	}
+	char line[8192], *f[7];
+	uint64_t u;
+	FILE *pw = fopen(opt.passwd_file, "re");
+
+	if (!pw)
+		return -1;
+	while (fgets(line, sizeof line, pw))
+		if (!fields(line, f, 7) && !strcmp(f[0], name) && !parse_u64(f[2], UINT32_MAX - 1, &u)) {
+			fclose(pw);
+			*uid = (uid_t)u;
+			return 0;
+		}
+	fclose(pw);
+	errno = ENOENT;
+	return -1;
 }

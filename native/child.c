@@ -183,9 +183,22 @@ static int under_system_dir(const char *p)
 	return 0;
 }
 
+/* Not buf_put: its out-of-memory exit(1) would read as the filter's
+ * "reject". Here it is our set-up failure. */
 static void arg(struct buf *b, const char *s)
 {
-	buf_put(b, s, strlen(s) + 1);
+	size_t n = strlen(s) + 1;
+
+	if (b->len + n > b->cap) {
+		size_t cap = (b->len + n) * 2;
+		uint8_t *p = realloc(b->p, cap);
+		if (!p)
+			setup_failed("bwrap", ENOMEM);
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
 }
 
 static void bind_with_parents(struct buf *b, const char *how, const char *p)
@@ -286,8 +299,12 @@ _Noreturn void child_main(const struct request *rq, const struct child_fds *f, p
 
 	if (lookup_account(rq->uid, &a))
 		setup_failed("lookup", errno);
-	if (strcmp(a.name, rq->user))
-		setup_failed("user", EINVAL);   /* the client's name for the uid is not the account's */
+	/* The uid is authoritative (USER, LOGNAME and %u are the account's own
+	 * name). The client's name may be another name of the same uid; one
+	 * that names a different uid, or nobody, is a confusion: FAILED. */
+	uid_t named;
+	if (strcmp(a.name, rq->user) && (uid_of_name(rq->user, &named) || named != a.uid))
+		setup_failed("user", EINVAL);
 	int root_group = a.gid == 0;
 	for (int i = 0; i < a.ngroups; i++)
 		root_group |= a.groups[i] == 0;
@@ -314,10 +331,6 @@ _Noreturn void child_main(const struct request *rq, const struct child_fds *f, p
 		send(R_CHECKED, 0);
 	if (exe < 0)
 		send(R_VERDICT, 127);
-	rec.kind = R_CHOSEN;   /* which program: the launcher's DONE says it */
-	TRY("status", write(status_fd, &rec, sizeof rec));
-	memset(&rec, 0, sizeof rec);
-
 	/* The environment: the account's five, then the client's envelope. */
 	char *envp[MAX_ENV + 7], *argv[2] = { resolved, NULL };
 	static char *bw_argv[] = { NULL, "--args", "3", "--json-status-fd", "4", "/bin/sh", "-c", (char *)BWRAP_TRAMPOLINE, NULL };
@@ -346,6 +359,12 @@ _Noreturn void child_main(const struct request *rq, const struct child_fds *f, p
 		exe = -1;
 	}
 	envp[n] = NULL;
+	/* Which program: the launcher's DONE says it. Sent only now, after
+	 * every step of ours that allocates or reads the file system, so that a
+	 * failure there can only be a set-up failure (FAILED), never a run. */
+	rec.kind = R_CHOSEN;
+	TRY("status", write(status_fd, &rec, sizeof rec));
+	memset(&rec, 0, sizeof rec);
 
 	/* Every descriptor of the plan is above 2 (the launcher keeps 0, 1, 2
 	 * open): the moves below cannot overwrite one of them. */

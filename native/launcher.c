@@ -648,8 +648,10 @@ static int cg_populated(struct run *r)
 
 /* Every process of the run: the leader through its pidfd, its process group
  * while the leader is not reaped (the zombie keeps the pgid reserved: no
- * other group can have it), and its cgroup. Never a pid that may have been
- * reused: after the reap only the cgroup is signalled. */
+ * other group can have it), and its cgroup. SIGKILL goes through
+ * cgroup.kill; SIGTERM goes to the pids read from cgroup.procs, the one
+ * step where a process that exits between the read and the kill could have
+ * its pid reused (a narrow race, and only SIGTERM). */
 static void kill_run(struct run *r, int sig)
 {
 	if (r->pidfd >= 0) {
@@ -792,12 +794,13 @@ static void finish(struct run *r)
 		;
 	else if (r->have_rec && !chosen)
 		answer_record(c, r);
-	else if (r->type == MSG_STAT || r->stagedlen > 0 || (!chosen && !r->timed_out))
-		/* A child that died before its verdict (a crash), or a check that
-		 * did not end in time: ours. A RUN stuck before its verdict (a
-		 * user's blocking file system) times out like any run, below. */
+	else if (r->type == MSG_STAT || r->stagedlen > 0 || !chosen)
+		/* A child that died before its verdict (a crash), or one still in
+		 * our set-up at the deadline (a hanging account lookup, a check
+		 * on a blocking file system): ours, FAILED, never the user's
+		 * timeout (which the user's onError could turn into accept). */
 		answer_failed(c, 1, r->id, r->timed_out ? "timeout" : "child", r->timed_out ? ETIMEDOUT : 0,
-			      r->timed_out ? "the check did not end in time" : "the child ended without an answer");
+			      r->timed_out ? "the set-up did not end in time" : "the child ended without an answer");
 	else if (opt.sandbox == SB_BWRAP && !r->timed_out && !strstr(r->bwstat, "\"exit-code\"")) {
 		/* bwrap ended without its command having run: bwrap's failure, ours. */
 		char text[256];
@@ -1126,9 +1129,82 @@ static int next_timeout(int64_t now)
 	return next <= now ? 0 : next - now > 60000 ? 60000 : (int)(next - now);
 }
 
+/* --passwd-file and the `group` file beside it decide every uid's gid and
+ * groups: whoever can write either, or a directory above them, can grant
+ * any group. Each must be root's and writable by root alone, with no
+ * symbolic link (a sticky /tmp is not enough: its owner-only deletion does
+ * not stop a user creating the file first). A missing group file is
+ * allowed (the primary group only); its directory is checked with the
+ * passwd file's. Returns NULL or what is wrong with `bad`. */
+static const char *untrusted_account_file(const char *file, char bad[PATH_MAX])
+{
+	char p[PATH_MAX];
+	struct stat st;
+
+	snprintf(p, sizeof p, "%s", file);
+	for (;;) {
+		if (lstat(p, &st)) {
+			if (errno == ENOENT && !strcmp(p, file) && strcmp(file, opt.passwd_file))
+				goto up;   /* no group file */
+			snprintf(bad, PATH_MAX, "%s", p);
+			return strerror(errno);
+		}
+		snprintf(bad, PATH_MAX, "%s", p);
+		if (S_ISLNK(st.st_mode))
+			return "a symbolic link";
+		if (st.st_uid != 0)
+			return "not owned by root";
+		if (st.st_mode & (S_IWGRP | S_IWOTH))
+			return "writable by group or others";
+up:
+		if (!strcmp(p, "/"))
+			return NULL;
+		char *slash = strrchr(p, '/');
+		if (slash == p)
+			slash[1] = 0;
+		else
+			*slash = 0;
+	}
+}
+
+static void check_account_files(void)
+{
+	char group[PATH_MAX], bad[PATH_MAX];
+	const char *why, *slash = strrchr(opt.passwd_file, '/');
+
+	snprintf(group, sizeof group, "%.*sgroup", (int)(slash - opt.passwd_file + 1), opt.passwd_file);
+	if ((why = untrusted_account_file(opt.passwd_file, bad)) || (why = untrusted_account_file(group, bad))) {
+		say("refusing --passwd-file %s: %s is %s (it and the group file beside it, and every directory above, must be root's and writable by root alone)",
+		    opt.passwd_file, bad, why);
+		exit(1);
+	}
+}
+
+/* The child uses libc (stdio, malloc, NSS) after a raw clone3, which is
+ * safe only in a copy of a single-threaded process: see native/README.md. */
+static void check_single_threaded(void)
+{
+	char line[256];
+	int threads = -1;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, "Threads:", 8))
+			threads = atoi(line + 8);
+	if (f)
+		fclose(f);
+	if (threads != 1) {
+		say("expected exactly one thread, /proc/self/status says %d: refusing to start", threads);
+		exit(1);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	parse_args(argc, argv);
+	check_single_threaded();
+	if (g_privileged && opt.passwd_file)
+		check_account_files();
 	setup();
 	for (;;) {
 		size_t cap = 3, n = 0;

@@ -34,7 +34,7 @@ enum tag {
 
 enum program { PROG_FILTER = 1, PROG_RCPT };
 
-#define MAX_GROUPS 1024
+#define MAX_GROUPS 65536   /* the kernel's NGROUPS_MAX: every account fits */
 #define MAX_ENV 12              /* the envelope variables; the launcher adds 5 */
 #define MAX_ENV_LEN 4096        /* one NAME=VALUE entry */
 #define USER_NAME_MAX 64
@@ -104,6 +104,8 @@ struct account {
 
 /* 0, or -1 with errno (ENOENT: no such uid; E2BIG: too many groups or too long). */
 int lookup_account(uid_t uid, struct account *a);
+/* The uid that `name` names (passwd file or NSS), or -1 with errno (ENOENT: none). */
+int uid_of_name(const char *name, uid_t *uid);
 
 /* ---- checks as the user (check.c) ---------------------------------------- */
 

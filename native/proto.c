@@ -1,4 +1,5 @@
-/* Runs in: the launcher (pure: no I/O, no global state).
+/* Runs in: the launcher (no global state; its only I/O is buf_put's
+ * out-of-memory line to stderr before exit(1), see there).
  *
  * The request parser and the answer encoder. A frame is
  *   u32 BE length of the rest | u8 type | fields
@@ -72,7 +73,7 @@ int valid_user_name(const char *s)
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
+		      c == '.' || c == '_' || c == '-' || c == '@'))
 			return 0;
 	}
 	return 1;

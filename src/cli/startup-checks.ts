@@ -75,6 +75,28 @@ async function checkAliasMaps(config: Config): Promise<Finding[]> {
   return findings.flat();
 }
 
+/**
+ * What makes `file` (or a directory above it) untrusted, as the launcher
+ * judges it at start (native/launcher.c check_account_files): not root's,
+ * writable by group or others (a sticky directory too), or a symbolic link.
+ * A missing group file is fine (the primary group only).
+ */
+export function accountFileProblem(file: string, mayBeMissing: boolean): string | null {
+  for (let p = file; ; p = path.dirname(p)) {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(p);
+    } catch (err) {
+      if (mayBeMissing && p === file && (err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      return `${p}: ${errnoText(err)}`;
+    }
+    if (st.isSymbolicLink()) return `${p} is a symbolic link`;
+    if (st.uid !== 0) return `${p} is not owned by root`;
+    if ((st.mode & 0o022) !== 0) return `${p} is writable by group or others`;
+    if (p === '/') return null;
+  }
+}
+
 function checkUsers(config: Config): Finding[] {
   const out: Finding[] = [];
   const { passwdFile, minUid, maxUid } = config.users;
@@ -88,6 +110,11 @@ function checkUsers(config: Config): Finding[] {
     text = fs.readFileSync(passwdFile, 'utf8');
   } catch (err) {
     return [...out, error(`users.passwdFile: ${passwdFile}: ${errnoText(err)}`)];
+  }
+  const groupFile = path.join(path.dirname(passwdFile), 'group');
+  const untrusted = accountFileProblem(passwdFile, false) ?? accountFileProblem(groupFile, true);
+  if (untrusted !== null) {
+    out.push(error(`users.passwdFile: ${untrusted} (${passwdFile}, the group file beside it and every directory above must be root's and writable by root alone: they decide every user's groups)`));
   }
   const bad: number[] = [];
   for (const [i, line] of text.split('\n').entries()) {

@@ -276,6 +276,88 @@ describe('after the security review', () => {
     assert.match(e.log, new RegExp(`PATH=/usr/local/bin:/usr/bin:/bin HOME=${a.home} USER=${a.name} LOGNAME=${a.name} SHELL=/bin/sh`));
   });
 
+  test('a RUN still in our set-up at its deadline (an account lookup that hangs) is FAILED stage timeout, never the user\'s timeout (review N3)', { timeout: 30_000 }, async (t) => {
+    if (needs(t)) return;
+    const u = w.users.b;
+    w.install(u, 'trivial');
+    await w.launchFor({ timeout: 1000 });
+    // The passwd file becomes a FIFO nobody writes: the child's lookup blocks in open().
+    const saved = `${w.passwdFile}.saved`;
+    fs.renameSync(w.passwdFile, saved);
+    execFileSync('mkfifo', ['-m', '0644', w.passwdFile]);
+    try {
+      await assert.rejects(w.run(w.job(u, w.message(), { timeout: 1000 })), (err: unknown) => (err as { code?: string }).code === 'PUM_ERR_LAUNCHER' && /launcher: timeout: /.test((err as Error).message));
+    } finally {
+      fs.rmSync(w.passwdFile, { force: true });
+      fs.renameSync(saved, w.passwdFile);
+    }
+    assert.equal((await w.run(w.job(u, w.message()))).outcome, 'accept');
+    await w.launch();
+  });
+
+  test('the passwd and group files must be root\'s and writable by root alone, and so every directory above: else the launcher refuses to start (review N1)', async (t) => {
+    if (needs(t)) return;
+    const group = path.join(path.dirname(w.passwdFile), 'group');
+    try {
+      fs.chmodSync(group, 0o666);
+      await assert.rejects(w.launch(), /refusing --passwd-file .*\/group is writable by group or others/);
+      fs.chmodSync(group, 0o644);
+      fs.chmodSync(path.dirname(w.passwdFile), 0o1777);
+      await assert.rejects(w.launch(), /refusing --passwd-file .*\/etc is writable by group or others/);
+      fs.chmodSync(path.dirname(w.passwdFile), 0o755);
+      fs.chownSync(w.passwdFile, w.users.b.uid, 0);
+      await assert.rejects(w.launch(), /refusing --passwd-file .*\/passwd is not owned by root/);
+    } finally {
+      fs.chmodSync(group, 0o644);
+      fs.chmodSync(path.dirname(w.passwdFile), 0o755);
+      fs.chownSync(w.passwdFile, 0, 0);
+    }
+    await w.launch();
+  });
+
+  test('the uid is authoritative: another name of the same uid (one with \'@\', as sssd gives) is accepted and the filter sees the account\'s own name; a name of another uid is still FAILED (review N4)', async (t) => {
+    if (needs(t)) return;
+    await w.launch();
+    const a = w.users.a;
+    const saved = fs.readFileSync(w.passwdFile, 'utf8');
+    try {
+      fs.appendFileSync(w.passwdFile, `pumrun-alias:x:${a.uid}:${a.gid}::${a.home}:/bin/sh\npumrun-a@example.org:x:${a.uid}:${a.gid}::${a.home}:/bin/sh\n`);
+      w.install(a, 'trivial');
+      for (const name of ['pumrun-alias', 'pumrun-a@example.org']) {
+        const st = await statWith({ program: 'filter', user: name, uid: a.uid });
+        assert.equal(st.what, 'own', `${name}: ${JSON.stringify(st)}`);
+      }
+      fs.writeFileSync(w.install(a, 'trivial'), '#!/bin/sh\ncat >/dev/null\necho "USER=$USER LOGNAME=$LOGNAME"\n');
+      const r = await w.run(w.job({ ...a, name: 'pumrun-alias' }, w.message()));
+      assert.equal(r.outcome, 'accept', r.log);
+      assert.match(r.log, new RegExp(`USER=${a.name} LOGNAME=${a.name}`));
+      await assert.rejects(statWith({ program: 'filter', user: w.users.b.name, uid: a.uid }), /launcher: user: /);
+      await assert.rejects(statWith({ program: 'filter', user: 'pumrun-nobody-at-all', uid: a.uid }), /launcher: user: /);
+    } finally {
+      fs.writeFileSync(w.passwdFile, saved);
+    }
+  });
+
+  test('an account whose home is relative or has a ".." component is FAILED at the lookup, never chdir\'d to (review N10)', async (t) => {
+    if (needs(t)) return;
+    await w.launch();
+    const b = w.users.b;
+    w.install(b, 'trivial');
+    const saved = fs.readFileSync(w.passwdFile, 'utf8');
+    try {
+      for (const home of [`${b.home}/../pumrun-a`, 'relative/home', '/..']) {
+        fs.writeFileSync(w.passwdFile, saved.replace(`:${b.home}:`, `:${home}:`));
+        await assert.rejects(statWith({ program: 'filter', user: b.name, uid: b.uid }), /launcher: lookup: .*EINVAL/, home);
+      }
+      fs.writeFileSync(w.passwdFile, saved.replace(`:${b.home}:`, `:${b.home}/..x:`));
+      // A component that only starts with ".." is a name: the lookup passes (the program is then simply not there).
+      await statWith({ program: 'filter', user: b.name, uid: b.uid }).then(() => undefined, (e: Error) => assert.doesNotMatch(e.message, /lookup/));
+    } finally {
+      fs.writeFileSync(w.passwdFile, saved);
+    }
+    assert.equal((await statWith({ program: 'filter', user: b.name, uid: b.uid })).what, 'own');
+  });
+
   test('least privilege: the launcher keeps exactly CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL, in every set and the bounding set', async (t) => {
     if (needs(t)) return;
     const l = await w.launch();

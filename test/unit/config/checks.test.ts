@@ -53,10 +53,31 @@ test('users.passwdFile missing or not passwd(5); minUid above maxUid', async (t)
   const pw = path.join(d, 'passwd');
   assert.deepEqual(await errors([`--users.passwdFile=${pw}`]), [`users.passwdFile: ${pw}: no such file`]);
   fs.writeFileSync(pw, 'alice:x:1001:1001::/home/alice:/bin/sh\n# comment\nbroken line\n\nbob:x:notanumber:1::/home/bob:/bin/sh\n');
-  const e = await errors([`--users.passwdFile=${pw}`]);
+  // (Under a temporary directory the trust finding below comes too: not this test's subject.)
+  const e = (await errors([`--users.passwdFile=${pw}`])).filter((x) => !/writable by root alone/.test(x));
   assert.equal(e.length, 1);
   assert.match(e[0] ?? '', /^users\.passwdFile: .*: not a passwd\(5\) line .* at line 3, 5$/);
   assert.deepEqual(await errors(['--users.minUid=5000', '--users.maxUid=4000']), ['users.minUid (5000) is above users.maxUid (4000): nobody would get a filter run']);
+});
+
+test('users.passwdFile and the group file beside it must be root\'s and writable by root alone, every directory above too (review N1)', async (t) => {
+  const d = dir(t);
+  const pw = path.join(d, 'passwd');
+  fs.writeFileSync(pw, 'alice:x:1001:1001::/home/alice:/bin/sh\n', { mode: 0o644 });
+  // os.tmpdir() is world-writable (sticky or not, that is not enough), or the directory is not root's.
+  assert.match((await errors([`--users.passwdFile=${pw}`])).join('\n'), /^users\.passwdFile: .* is (writable by group or others|not owned by root) \(.*writable by root alone/m);
+  if (me !== 0) return;
+  const safe = fs.mkdtempSync('/var/lib/pum-checks-');
+  t.after(() => fs.rmSync(safe, { recursive: true, force: true }));
+  fs.chmodSync(safe, 0o755);
+  const pw2 = path.join(safe, 'passwd');
+  fs.writeFileSync(pw2, 'alice:x:1001:1001::/home/alice:/bin/sh\n', { mode: 0o644 });
+  assert.deepEqual(await errors([`--users.passwdFile=${pw2}`]), []);
+  fs.writeFileSync(path.join(safe, 'group'), 'staff:x:50:alice\n', { mode: 0o666 });
+  fs.chmodSync(path.join(safe, 'group'), 0o666);
+  assert.deepEqual(await errors([`--users.passwdFile=${pw2}`]), [
+    `users.passwdFile: ${safe}/group is writable by group or others (${pw2}, the group file beside it and every directory above must be root's and writable by root alone: they decide every user's groups)`,
+  ]);
 });
 
 test('exit-code lists: no overlap, and 0 is never a reject or tempfail', async () => {
