@@ -7,7 +7,7 @@
 // Heavy: run under `flock /tmp/pum-heavy.lock`.
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -175,9 +175,11 @@ describe('faults under traffic', () => {
 
   it('the user directory fails (users.passwdFile unreadable): 451 4.3.0 at RCPT, internal_errors_total{reason="lookup"}, never "not local"; readable again: delivered once', { timeout: 180_000 }, async (t) => {
     if (cannotRun(t)) return;
-    const dir = path.join(path.dirname(rig.spoolDir), 'directory');
-    mkdirSync(dir, { recursive: true });
+    // root's own directory: the launcher trusts a passwd file (and the group
+    // file beside it) only where nobody but root can write (docs/sandbox.md)
+    const dir = mkdtempSync('/var/lib/pumtest-directory-');
     chmodSync(dir, 0o755);
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const passwd = path.join(dir, 'passwd');
     copyFileSync('/etc/passwd', passwd);
     chmodSync(passwd, 0o644);
